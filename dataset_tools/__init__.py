@@ -1,0 +1,1 @@
+"""Dataset tools: check, convert (LabelMe → COCO), split, analyse, visualise, synthesise."""

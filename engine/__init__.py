@@ -1,0 +1,1 @@
+"""InstSeg engine: config, data, models, training, evaluation, prediction and export."""

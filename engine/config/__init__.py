@@ -1,0 +1,1 @@
+"""Config: typed schema, YAML loading with `_base_`, strict `-o` overrides."""
