@@ -82,6 +82,11 @@ def _coordinate_problems(polys: List[list]) -> Dict[int, str]:
         pass
     problems = {}
     for j, poly in enumerate(polys):
+        try:
+            if math.isfinite(sum(poly)):  # C-level again: only bad polygons are walked in Python
+                continue
+        except (TypeError, OverflowError):
+            pass
         for pos, v in enumerate(poly):
             if type(v) not in (int, float, bool):
                 problems[j] = f"polygon coordinate {pos} is {short(v)}, not a number; fix the polygon"
