@@ -1,0 +1,82 @@
+"""Selection ops on flat, image-concatenated detections: per-image top-k and multi-class NMS.
+
+Everything is batched over images with tensor ops (no loop over images, classes or boxes), so the
+same code runs eagerly and under `paddle.jit.to_static`.
+"""
+from typing import Tuple
+
+import paddle
+import paddle.vision.ops as vops
+
+from .box_coder import nonempty
+
+
+def segment_ids(counts: paddle.Tensor, total: int) -> paddle.Tensor:
+    """int64 [total]: the segment (image) of each row when rows are grouped by `counts` (int [N])."""
+    ends = paddle.cumsum(counts.astype("int64"))
+    rows = paddle.arange(0, total, dtype="int64")
+    return (rows.unsqueeze(1) >= ends.unsqueeze(0)).astype("int64").sum(axis=1)
+
+
+def top_k_per_image(scores: paddle.Tensor, image_ids: paddle.Tensor, num_images: paddle.Tensor,
+                    k: int) -> Tuple[paddle.Tensor, paddle.Tensor]:
+    """Pick the k best rows of every image.
+
+    Args:
+        scores: float32 [M]; image_ids: int64 [M] image of each row; num_images: int, or int tensor [].
+    Returns:
+        (indices int64 [K] into the rows, grouped by image in order and by score descending within an
+        image; counts int32 [num_images] = min(k, rows of that image)).
+    """
+    order = paddle.argsort(scores, descending=True)
+    order = paddle.gather(order, paddle.argsort(paddle.gather(image_ids, order), stable=True))
+    grouped_ids = paddle.gather(image_ids, order)
+    images = paddle.arange(0, num_images, dtype="int64")
+    counts = (image_ids.unsqueeze(0) == images.unsqueeze(1)).astype("int64").sum(axis=1)
+    starts = paddle.cumsum(counts) - counts
+    rank = paddle.arange(0, paddle.shape(order)[0], dtype="int64") - paddle.gather(starts, grouped_ids)
+    keep = paddle.nonzero(rank < k).flatten()
+    return paddle.gather(order, keep), counts.clip(max=k).astype("int32")
+
+
+def multiclass_nms(boxes: paddle.Tensor, probs: paddle.Tensor, rois_num: paddle.Tensor,
+                   score_threshold: float, nms_threshold: float,
+                   keep_top_k: int) -> Tuple[paddle.Tensor, paddle.Tensor]:
+    """Per-class, per-image NMS over R-CNN outputs, then the `keep_top_k` best detections of each image.
+
+    One `paddle.vision.ops.nms` call covers all images and classes: each (image, class) group is shifted
+    to its own region of the plane (classes along x, images along y) so boxes of different groups
+    never overlap.
+
+    Args:
+        boxes: float32 [R, Cb, 4] decoded boxes per RoI; Cb = C (class-specific) or 1 (shared by classes).
+        probs: float32 [R, C] class probabilities (background column removed).
+        rois_num: int [N] RoIs per image (rows of `boxes` are grouped by image).
+    Returns:
+        (detections float32 [K, 6] rows (class, score, x1, y1, x2, y2), image by image, score
+        descending within an image; counts int32 [N]).
+    """
+    num_classes = probs.shape[1]
+    num_box_sets = boxes.shape[1]
+    num_rois = paddle.shape(probs)[0]
+    roi_image = segment_ids(rois_num, num_rois)
+    candidate = paddle.logical_and(probs > score_threshold, nonempty(boxes))
+    flat = paddle.nonzero(candidate.flatten()).flatten()
+    roi = flat // num_classes
+    cls = flat % num_classes
+    box_index = roi * num_box_sets + (cls if num_box_sets > 1 else 0)
+    cand_boxes = paddle.gather(boxes.reshape([-1, 4]), box_index)
+    cand_scores = paddle.gather(probs.flatten(), flat)
+    cand_image = paddle.gather(roi_image, roi)
+    span = boxes.abs().max() + 1.0
+    shift_x = cls.astype("float32") * span
+    shift_y = cand_image.astype("float32") * span
+    shifted = cand_boxes + paddle.stack([shift_x, shift_y, shift_x, shift_y], axis=1)
+    keep = vops.nms(shifted, nms_threshold, cand_scores)
+    top, counts = top_k_per_image(paddle.gather(cand_scores, keep), paddle.gather(cand_image, keep),
+                                  paddle.shape(rois_num)[0], keep_top_k)
+    keep = paddle.gather(keep, top)
+    dets = paddle.concat([paddle.gather(cls, keep).astype("float32").unsqueeze(1),
+                          paddle.gather(cand_scores, keep).unsqueeze(1),
+                          paddle.gather(cand_boxes, keep)], axis=1)
+    return dets, counts

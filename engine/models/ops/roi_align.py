@@ -1,0 +1,74 @@
+"""RoIAlign over one feature map or an FPN pyramid, and RoIAlign of ground-truth bitmaps (mask targets)."""
+import math
+from typing import Sequence
+
+import paddle
+import paddle.vision.ops as vops
+
+
+class RoIAlign:
+    """Pool a fixed-size feature for each RoI (PaddleDetection's RoIAlign extractor; no parameters).
+
+    With several levels, each RoI is pooled from one level chosen by its size:
+    level = floor(canonical_level + log2(sqrt(area) / canonical_size)), clamped to the given levels.
+
+    Args:
+        output_size: side of the pooled feature (7 for box heads, 14 for mask heads and C4).
+        spatial_scales: 1 / stride of each feature level passed to `__call__`.
+        sampling_ratio: bilinear samples per bin side; <= 0 = adaptive (ceil(bin size)).
+        aligned: half-pixel offset. PaddleDetection pools features with False (its trained weights
+            expect that), whatever its configs say.
+    """
+
+    def __init__(self, output_size: int, spatial_scales: Sequence[float], sampling_ratio: int = 0,
+                 aligned: bool = False, canonical_level: int = 4, canonical_size: int = 224) -> None:
+        self.output_size = output_size
+        self.spatial_scales = list(spatial_scales)
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+        self.canonical_level = canonical_level
+        self.canonical_size = canonical_size
+        self.min_level = int(round(-math.log2(self.spatial_scales[0])))
+        self.max_level = self.min_level + len(self.spatial_scales) - 1
+
+    def __call__(self, feats: Sequence[paddle.Tensor], rois: paddle.Tensor,
+                 rois_num: paddle.Tensor) -> paddle.Tensor:
+        """Pooled features float32 [R, C, S, S] for rois float32 [R, 4] (input pixels, grouped by image
+        with rois_num int32 [N]); only the first len(spatial_scales) feature levels are used."""
+        if len(self.spatial_scales) == 1:
+            return self._pool(feats[0], rois, rois_num, self.spatial_scales[0])
+        level_rois, restore, level_num = vops.distribute_fpn_proposals(
+            rois, self.min_level, self.max_level, self.canonical_level, self.canonical_size,
+            rois_num=rois_num)
+        pooled = [self._pool(feat, r, n, scale)
+                  for feat, r, n, scale in zip(feats, level_rois, level_num, self.spatial_scales)]
+        return paddle.gather(paddle.concat(pooled), restore.flatten())
+
+    def _pool(self, feat: paddle.Tensor, rois: paddle.Tensor, rois_num: paddle.Tensor,
+              scale: float) -> paddle.Tensor:
+        return vops.roi_align(feat, rois, rois_num, self.output_size, spatial_scale=scale,
+                              sampling_ratio=self.sampling_ratio, aligned=self.aligned)
+
+
+def crop_masks(masks: paddle.Tensor, mask_index: paddle.Tensor, rois: paddle.Tensor,
+               size: int) -> paddle.Tensor:
+    """Mask targets: each RoI's ground-truth bitmap resampled to size x size inside the RoI.
+
+    Args:
+        masks: uint8 [G, H, W] 0/1 bitmaps (any images, padded coordinates).
+        mask_index: int64 [F] which bitmap each RoI takes.
+        rois: float32 [F, 4] boxes in the bitmaps' pixel coordinates.
+    Returns:
+        float32 [F, size, size] of 0.0 / 1.0 (RoIAlign average >= 0.5).
+    """
+    num = masks.shape[0]
+    if rois.shape[0] == 0:
+        return paddle.zeros([0, size, size], dtype="float32")
+    # roi_align pools image k for the k-th group of boxes: sort the RoIs by bitmap.
+    order = paddle.argsort(mask_index, stable=True)
+    counts = (mask_index.unsqueeze(0) == paddle.arange(num, dtype="int64").unsqueeze(1)).astype("int32").sum(1)
+    bitmaps = masks.astype("float32").unsqueeze(1)
+    pooled = vops.roi_align(bitmaps, paddle.gather(rois, order), counts, size, spatial_scale=1.0,
+                            sampling_ratio=0, aligned=True)
+    pooled = paddle.scatter(paddle.zeros_like(pooled), order, pooled)
+    return (pooled[:, 0] >= 0.5).astype("float32")
