@@ -5,32 +5,42 @@ A model's identity (depth, vd variant, ResNeXt groups, FPN or C4, cascade) is fi
 sampling, thresholds. `FAMILY_ARCHITECTURES` maps a family name to its section class.
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Type
+from typing import Dict, List, Optional, Type
 
 
 @dataclass
 class RCNNArchitecture:
-    """Mask R-CNN / Cascade Mask R-CNN knobs; defaults are PaddleDetection's."""
+    """Mask R-CNN / Cascade Mask R-CNN knobs; defaults are PaddleDetection's.
+
+    `None` means "this model's PaddleDetection value", which differs between FPN, C4 and Cascade.
+    """
 
     base_channels: int = 64  # ResNet stem/stage width (64 = standard; 16 = demo-sized)
     fpn_channels: int = 256  # FPN output channels (also RPN and RoI feature width)
     freeze_at: int = 0  # freeze stem (0) .. stage k; -1 = nothing frozen
     freeze_norm: bool = True  # frozen BN affine params and statistics in the backbone
-    anchor_sizes: List[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])
-    aspect_ratios: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
-    rpn_batch_size_per_im: int = 256
-    rpn_pre_nms_top_n_train: int = 2000
-    rpn_post_nms_top_n_train: int = 1000
-    rpn_pre_nms_top_n_test: int = 1000
-    rpn_post_nms_top_n_test: int = 1000
-    roi_batch_size_per_im: int = 512
-    roi_fg_fraction: float = 0.25
-    box_head_dim: int = 1024  # TwoFCHead hidden size
-    mask_head_channels: int = 256
-    mask_head_convs: int = 4
-    score_threshold: float = 0.05  # post-processing: keep boxes above this before NMS
-    nms_threshold: float = 0.5
+    anchor_sizes: List[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])  # FPN: one per P2..P6
+    aspect_ratios: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # anchor h / w
+    rpn_batch_size_per_im: int = 256  # anchors sampled per image for the RPN loss
+    rpn_fg_fraction: float = 0.5  # at most this share of them foreground
+    rpn_positive_overlap: float = 0.7  # anchor IoU >= this: foreground
+    rpn_negative_overlap: float = 0.3  # anchor IoU < this: background
+    rpn_nms_threshold: float = 0.7  # proposal NMS IoU
+    rpn_pre_nms_top_n_train: Optional[int] = None  # None: FPN 2000 per level, C4 12000
+    rpn_post_nms_top_n_train: Optional[int] = None  # None: FPN 1000, Cascade 2000, C4 2000
+    rpn_pre_nms_top_n_test: Optional[int] = None  # None: FPN 1000 per level, C4 6000
+    rpn_post_nms_top_n_test: int = 1000  # proposals per image at inference
+    roi_batch_size_per_im: int = 512  # RoIs sampled per image for the box loss
+    roi_fg_fraction: float = 0.25  # at most this share of them foreground
+    roi_fg_threshold: float = 0.5  # RoI IoU >= this: foreground, else background
+    cascade_iou: List[float] = field(default_factory=lambda: [0.5, 0.6, 0.7])  # Cascade: fg IoU per stage
+    box_head_dim: int = 1024  # TwoFCHead hidden size (FPN models)
+    mask_head_channels: int = 256  # mask head conv width
+    mask_head_convs: int = 4  # 3x3 convs in the mask head (FPN models; C4 has none by design)
+    score_threshold: float = 0.05  # post-processing: keep class scores above this before NMS
+    nms_threshold: float = 0.5  # per-class NMS IoU
     keep_top_k: int = 100  # detections per image
+    mask_threshold: float = 0.5  # pasted mask probability >= this is foreground
     draw_threshold: float = 0.5  # default prediction threshold
 
 

@@ -72,7 +72,7 @@ def decode_boxes(
     heights = (boxes[:, 3] - boxes[:, 1]).unsqueeze(1)
     ctr_x = boxes[:, 0:1] + 0.5 * widths
     ctr_y = boxes[:, 1:2] + 0.5 * heights
-    d = deltas.reshape([deltas.shape[0], -1, 4])
+    d = deltas.reshape([-1, deltas.shape[1] // 4, 4])
     wx, wy, ww, wh = weights
     pred_ctr_x = d[:, :, 0] / wx * widths + ctr_x
     pred_ctr_y = d[:, :, 1] / wy * heights + ctr_y

@@ -64,7 +64,7 @@ def multiclass_nms(boxes: paddle.Tensor, probs: paddle.Tensor, rois_num: paddle.
     flat = paddle.nonzero(candidate.flatten()).flatten()
     roi = flat // num_classes
     cls = flat % num_classes
-    box_index = roi * num_box_sets + (cls if num_box_sets > 1 else 0)
+    box_index = roi * num_box_sets + cls if num_box_sets > 1 else roi
     cand_boxes = paddle.gather(boxes.reshape([-1, 4]), box_index)
     cand_scores = paddle.gather(probs.flatten(), flat)
     cand_image = paddle.gather(roi_image, roi)

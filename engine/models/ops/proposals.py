@@ -1,12 +1,19 @@
-"""RPN proposals: decode, clip, NMS per level (`paddle.vision.ops.generate_proposals`), then keep the
-best `post_nms_top_n` of each image over all levels."""
+"""RPN proposals: per level, the best `pre_nms_top_n` anchors of each image are decoded, clipped,
+filtered and NMS-ed; then each image keeps its best `post_nms_top_n` over all levels.
+
+This is `paddle.vision.ops.generate_proposals` (pixel_offset=False) written with batched tensor ops:
+the op's `rois_num` output is declared float32 but holds int32 under `paddle.jit.to_static` in
+Paddle 3.3, so nothing that reads it can be exported. Written this way, all images of a batch go
+through one top-k and one NMS call per level.
+"""
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
 import paddle
 import paddle.vision.ops as vops
 
-from .nms import segment_ids, top_k_per_image
+from .box_coder import decode_boxes
+from .nms import top_k_per_image
 
 
 @dataclass
@@ -16,8 +23,42 @@ class ProposalConfig:
     pre_nms_top_n: int
     post_nms_top_n: int
     nms_thresh: float = 0.7
-    min_size: float = 0.0
+    min_size: float = 0.0  # the op never keeps boxes under 1 pixel, whatever this says
     topk_after_collect: bool = False  # keep pre_nms_top_n per level, post_nms_top_n after merging levels
+
+
+def _level_proposals(score: paddle.Tensor, delta: paddle.Tensor, anchors: paddle.Tensor,
+                     im_shape: paddle.Tensor, pre_nms_top_n: int, post_nms_top_n: int, nms_thresh: float,
+                     min_size: float) -> Tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+    """One level's proposals: boxes [P, 4], logits [P], image index [P] (int64), grouped by image."""
+    num_images = paddle.shape(score)[0]
+    logits = score.transpose([0, 2, 3, 1]).reshape([num_images, -1])
+    deltas = delta.transpose([0, 2, 3, 1]).reshape([num_images, -1, 4])
+    k = paddle.shape(logits)[1].clip(max=pre_nms_top_n)
+    top_logits, index = paddle.topk(logits, k, axis=1)  # [N, k]
+    top_deltas = paddle.take_along_axis(deltas, index.unsqueeze(-1).expand([-1, -1, 4]), axis=1)
+    boxes = decode_boxes(top_deltas.reshape([-1, 4]), paddle.gather(anchors, index.flatten()))[:, 0]
+    image = paddle.arange(0, num_images, dtype="int64").unsqueeze(1).expand_as(index).flatten()
+    sizes = paddle.gather(im_shape, image)  # [N * k, 2]
+    zero = paddle.zeros_like(boxes[:, 0])
+    x1 = paddle.maximum(paddle.minimum(boxes[:, 0], sizes[:, 1]), zero)
+    y1 = paddle.maximum(paddle.minimum(boxes[:, 1], sizes[:, 0]), zero)
+    x2 = paddle.maximum(paddle.minimum(boxes[:, 2], sizes[:, 1]), zero)
+    y2 = paddle.maximum(paddle.minimum(boxes[:, 3], sizes[:, 0]), zero)
+    boxes = paddle.stack([x1, y1, x2, y2], axis=1)
+    min_side = max(min_size, 1.0)
+    keep = paddle.nonzero(paddle.logical_and(x2 - x1 >= min_side, y2 - y1 >= min_side)).flatten()
+    boxes, top_logits, image = paddle.gather(boxes, keep), paddle.gather(top_logits.flatten(), keep), \
+        paddle.gather(image, keep)
+    # NMS of all images at once: each image is moved below the previous one, out of its reach.
+    span = sizes[:, 0].max() + 1.0
+    shift = image.astype("float32").unsqueeze(1) * span
+    offsets = paddle.concat([paddle.zeros_like(shift), shift, paddle.zeros_like(shift), shift], axis=1)
+    keep = vops.nms(boxes + offsets, nms_thresh, top_logits)
+    top, _ = top_k_per_image(paddle.gather(top_logits, keep), paddle.gather(image, keep), num_images,
+                             post_nms_top_n)
+    keep = paddle.gather(keep, top)
+    return paddle.gather(boxes, keep), paddle.gather(top_logits, keep), paddle.gather(image, keep)
 
 
 def generate_rpn_proposals(scores: Sequence[paddle.Tensor], deltas: Sequence[paddle.Tensor],
@@ -34,21 +75,12 @@ def generate_rpn_proposals(scores: Sequence[paddle.Tensor], deltas: Sequence[pad
         rois float32 [R, 4] grouped by image, best first within an image; rois_num int32 [N].
     """
     per_level = cfg.pre_nms_top_n if cfg.topk_after_collect else cfg.post_nms_top_n
-    rois, logits, image_ids = [], [], []
-    for score, delta, anchor in zip(scores, deltas, anchors):
-        level_rois, level_logits, level_num = vops.generate_proposals(
-            score, delta, im_shape, anchor, paddle.ones_like(anchor),
-            pre_nms_top_n=cfg.pre_nms_top_n, post_nms_top_n=per_level, nms_thresh=cfg.nms_thresh,
-            min_size=cfg.min_size, return_rois_num=True)
-        rois.append(level_rois)
-        logits.append(level_logits.flatten())
-        image_ids.append(segment_ids(level_num, paddle.shape(level_logits)[0]))
-    if len(rois) == 1 and not cfg.topk_after_collect:
-        return rois[0].detach(), level_num
-    rois_all = paddle.concat(rois)
-    keep, counts = top_k_per_image(paddle.concat(logits), paddle.concat(image_ids),
+    parts = [_level_proposals(s, d, a, im_shape, cfg.pre_nms_top_n, per_level, cfg.nms_thresh, cfg.min_size)
+             for s, d, a in zip(scores, deltas, anchors)]
+    boxes = paddle.concat([p[0] for p in parts])
+    keep, counts = top_k_per_image(paddle.concat([p[1] for p in parts]), paddle.concat([p[2] for p in parts]),
                                    paddle.shape(im_shape)[0], cfg.post_nms_top_n)
-    return paddle.gather(rois_all, keep).detach(), counts
+    return paddle.gather(boxes, keep).detach(), counts
 
 
 def split_counts(rois_num: paddle.Tensor) -> List[int]:
