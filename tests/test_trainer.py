@@ -112,6 +112,22 @@ def test_amp_is_ignored_on_cpu_and_fresh_run_clears_old_checkpoints(tmp_path: Pa
     assert set(result["models"]) == {"last_1", "best"} and not (out / "epoch_2").exists()
 
 
+def test_pretrained_weights_load_on_a_fresh_start_only(tmp_path: Path, monkeypatch: Any) -> None:
+    import types
+
+    calls: List[Tuple[Any, str]] = []
+    fake = types.ModuleType("engine.weights")
+    fake.load_weights = lambda model, path: calls.append((model, path)) or ["head.weight"]  # type: ignore
+    monkeypatch.setitem(sys.modules, "engine.weights", fake)
+    out = tmp_path / "out"
+    train(make_cfg(out, ["Train.epochs_iters=1", "Train.pretrain_weight_path=w.pdparams"]), hooks())
+    assert [path for _, path in calls] == ["w.pdparams"]
+    assert "(1 entries skipped)" in (out / "train.log").read_text()
+    train(make_cfg(out, ["Train.epochs_iters=2", "Train.pretrain_weight_path=w.pdparams",
+                         "Train.auto_resume=true"]), hooks())
+    assert len(calls) == 1  # a resumed run takes its weights from the checkpoint
+
+
 def test_resume_path_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="does not exist"):
         train(make_cfg(tmp_path, [f"Train.resume_path={tmp_path}/nope.pdparams"]), hooks())
