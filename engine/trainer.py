@@ -377,15 +377,13 @@ def _run_epoch(run_: _Run, epoch: int) -> None:
             _stop(run_, it, None)
 
 
-def _scalar(t: paddle.Tensor) -> float:
-    """A one-element tensor as a Python float (float() rejects shape [1] under NumPy 2)."""
-    return float(t.numpy().reshape([-1])[0])
-
-
 def sum_losses(losses: Dict[str, paddle.Tensor]) -> paddle.Tensor:
     """The total loss (every value of `model.loss`, as a float32 scalar)."""
     if not losses:
         raise InstSegError("model.loss returned no losses.")
+    if "loss" in losses:  # ppdet detectors add their total under "loss"; summing it would count twice
+        raise InstSegError("model.loss must return the loss terms only, not their total under 'loss' "
+                           "(docs/ENGINE.md, model protocol).")
     values = [v.astype("float32").reshape([]) for v in losses.values()]
     total = values[0]
     for v in values[1:]:
@@ -411,8 +409,9 @@ def _train_step(run_: _Run, batch: Dict[str, Any]) -> Dict[str, float]:
     run_.scheduler.step()
     if run_.ema is not None:
         run_.ema.update(run_.model)
-    values = {"loss": _scalar(total)}
-    values.update({k: _scalar(v) for k, v in losses.items()})
+    # one device-to-host copy for all the loss values
+    numbers = paddle.stack([total] + [v.astype("float32").reshape([]) for v in losses.values()]).numpy()
+    values = dict(zip(["loss", *losses], (float(x) for x in numbers)))
     if scaler is None and not np.isfinite(values["loss"]):
         raise TrainingDiverged(
             f"The loss became {values['loss']} at step {run_.state.step + 1} (lr {run_.last_lr:.3g}; losses "

@@ -257,3 +257,13 @@ def test_metrics_log_resume_drops_later_records_and_curves_have_one_point_each(t
     assert series["loss"] == ([2, 4, 6], [0.5, 0.25, 0.1])
     assert series["AP"] == ([1], [0.4]) and series["bbox_AP"] == ([1], [0.3])
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sum_losses_adds_scalar_terms_and_rejects_a_total() -> None:
+    from engine.errors import InstSegError
+    from engine.trainer import sum_losses
+
+    total = sum_losses({"loss_a": paddle.to_tensor([1.5]), "loss_b": paddle.to_tensor(2.0, dtype="float16")})
+    assert total.shape == [] and total.item() == pytest.approx(3.5)
+    with pytest.raises(InstSegError, match="not their total"):
+        sum_losses({"loss_a": paddle.to_tensor(1.0), "loss": paddle.to_tensor(1.0)})
