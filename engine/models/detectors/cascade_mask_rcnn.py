@@ -5,11 +5,13 @@ Parameter names are an external contract: they reproduce PaddleDetection's Casca
 """
 from typing import Sequence
 
+import paddle.nn as nn
+
 from ...config.architectures import RCNNArchitecture
 from ...errors import ConfigError
 from ..heads.cascade_head import STAGE_BOX_WEIGHTS, CascadeHead, CascadeTwoFCHead
 from ..ops.roi_align import RoIAlign
-from .mask_rcnn import (MaskRCNN, build_backbone_and_neck, build_mask_head, build_rpn_head, post_process,
+from .mask_rcnn import (MaskRCNN, PostProcess, build_backbone_and_neck, build_mask_head, build_rpn_head, post_process,
                         roi_sampling, roi_scales)
 
 
@@ -17,6 +19,18 @@ class CascadeMaskRCNN(MaskRCNN):
     """Mask R-CNN whose `bbox_head` is a CascadeHead: the box stages refine the proposals in turn, the
     mask head trains on the stage-0 sample and predicts on the final detections. Losses hold
     `loss_bbox_cls_stage{i}` / `loss_bbox_reg_stage{i}` instead of the single-stage box losses."""
+
+    def __init__(self, backbone: nn.Layer, neck: nn.Layer, rpn_head: nn.Layer, bbox_head: nn.Layer,
+                 mask_head: nn.Layer, post: PostProcess, draw_threshold: float = 0.5) -> None:
+        nn.Layer.__init__(self)
+        # PaddleDetection's CascadeRCNN registers the neck after the box head: same state_dict order.
+        self.backbone = backbone
+        self.rpn_head = rpn_head
+        self.bbox_head = bbox_head
+        self.neck = neck
+        self.mask_head = mask_head
+        self.post = post
+        self.draw_threshold = draw_threshold
 
 
 def build_cascade_mask_rcnn(arch: RCNNArchitecture, num_classes: int, *, depth: int = 50, variant: str = "b",
