@@ -1,0 +1,4 @@
+"""Necks: FPN (fpn.py)."""
+from .fpn import FPN
+
+__all__ = ["FPN"]
