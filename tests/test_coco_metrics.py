@@ -1,0 +1,74 @@
+"""COCO metrics: every backend reproduces pycocotools' COCOeval run directly, to 1e-9."""
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from engine.coco_metrics import BACKENDS, evaluate_coco, summary_lines
+from engine.errors import ConfigError
+from tests.coco_eval_fixture import make_gt_and_results
+
+
+def _reference(gt_path, res_path, iou_type):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        gt = COCO(str(gt_path))
+        ev = COCOeval(gt, gt.loadRes(str(res_path)), iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev, buf.getvalue()
+
+
+@pytest.fixture(scope="module", params=[0, 1, 2])
+def files(request, tmp_path_factory):
+    gt, res = make_gt_and_results(seed=request.param, n_images=15)
+    d = tmp_path_factory.mktemp(f"coco{request.param}")
+    (d / "gt.json").write_text(json.dumps(gt))
+    (d / "res.json").write_text(json.dumps(res))
+    return d / "gt.json", d / "res.json"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stats_equal_pycocotools(files, backend):
+    gt_path, res_path = files
+    gt = json.loads(gt_path.read_text())
+    assert any(a["iscrowd"] for a in gt["annotations"])
+    assert any(isinstance(a["segmentation"], list) for a in gt["annotations"])
+    assert any(isinstance(a["segmentation"], dict) for a in gt["annotations"])
+    out = evaluate_coco(str(gt_path), json.loads(res_path.read_text()), backend=backend)
+    for t in ("bbox", "segm"):
+        ev, _ = _reference(gt_path, res_path, t)
+        np.testing.assert_allclose(out[t]["stats"], ev.stats, rtol=0, atol=1e-9)
+        assert out[t]["AP"] == pytest.approx(ev.stats[0], abs=1e-9)
+        assert out[t]["ARl"] == pytest.approx(ev.stats[11], abs=1e-9)
+        # per-class AP averages to the overall AP over classes that have GT
+        per = np.array(list(out["per_class_AP"][t].values()))
+        assert per[per > -1].mean() == pytest.approx(ev.stats[0], abs=1e-9)
+        assert list(out["per_class_AP"][t]) == [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+
+
+def test_segm_differs_from_bbox(files):
+    gt_path, res_path = files
+    out = evaluate_coco(str(gt_path), json.loads(res_path.read_text()))
+    assert out["bbox"]["stats"] != out["segm"]["stats"]
+    assert 0 < out["segm"]["AP"] < 1
+
+
+def test_summary_lines_match_pycocotools_print(files):
+    gt_path, res_path = files
+    ev, printed = _reference(gt_path, res_path, "segm")
+    expected = [ln for ln in printed.splitlines() if ln.startswith(" Average")]
+    assert summary_lines(ev.stats, "segm") == expected
+
+
+def test_empty_results_and_bad_backend(files):
+    gt_path, _ = files
+    out = evaluate_coco(str(gt_path), [])
+    assert out["segm"]["stats"] == [0.0] * 12
+    with pytest.raises(ConfigError, match="backend"):
+        evaluate_coco(str(gt_path), [], backend="nope")
