@@ -57,12 +57,21 @@ class InstanceSegResult:
 
     def __init__(
         self,
-        input_path: Optional[str],
-        image: np.ndarray,
-        boxes: List[Dict[str, Any]],
-        masks: Sequence[np.ndarray],
+        input_path: Any = None,
+        image: Optional[np.ndarray] = None,
+        boxes: Optional[List[Dict[str, Any]]] = None,
+        masks: Optional[Sequence[np.ndarray]] = None,
         page_index: Optional[int] = None,
     ) -> None:
+        """Fields as arguments, or one dict ``{input_path, page_index, input_img, boxes, masks}``."""
+        if isinstance(input_path, dict):
+            d = input_path
+            input_path, image, page_index = d.get("input_path"), d["input_img"], d.get("page_index")
+            boxes, masks = d.get("boxes", []), d.get("masks", [])
+        if image is None:
+            raise ValueError("InstanceSegResult needs the input image")
+        boxes = list(boxes or [])
+        masks = list(masks if masks is not None else [])
         self.input_path = input_path
         self.page_index = page_index
         self.input_img = image  # BGR, hidden from print / json

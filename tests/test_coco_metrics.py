@@ -72,3 +72,60 @@ def test_empty_results_and_bad_backend(files):
     assert out["segm"]["stats"] == [0.0] * 12
     with pytest.raises(ConfigError, match="backend"):
         evaluate_coco(str(gt_path), [], backend="nope")
+
+
+class _PerfectModel:
+    """Stand-in model: returns every non-crowd GT instance of the batch's images (padded masks)."""
+
+    training = True
+
+    def __init__(self, coco, cat_ids):
+        self.coco, self.index = coco, {c: k for k, c in enumerate(cat_ids)}
+
+    def eval(self):
+        self.training = False
+
+    def train(self):
+        self.training = True
+
+    def predict(self, batch):
+        import paddle
+
+        assert not self.training
+        rows, masks, nums = [], [], []
+        for im_id in batch["im_id"].numpy():
+            anns = [a for a in self.coco.loadAnns(self.coco.getAnnIds(imgIds=[int(im_id)])) if not a["iscrowd"]]
+            nums.append(len(anns))
+            for a in anns:
+                x, y, w, h = a["bbox"]
+                rows.append([self.index[a["category_id"]], 0.9, x, y, x + w, y + h])
+                m = np.zeros((128, 168), np.uint8)  # larger than the 120x160 images: evaluator crops
+                m[:120, :160] = self.coco.annToMask(a)
+                masks.append(m)
+        return {"bbox": paddle.to_tensor(np.array(rows, np.float32).reshape(-1, 6)),
+                "bbox_num": paddle.to_tensor(np.array(nums, np.int32)),
+                "mask": paddle.to_tensor(np.array(masks, np.uint8).reshape(-1, 128, 168))}
+
+
+def test_evaluate_model_perfect_predictions(files):
+    import paddle
+
+    from engine.evaluator import evaluate_model
+
+    gt_path, _ = files
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(gt_path))
+    cat_ids = sorted(coco.getCatIds())
+    ids = sorted(coco.getImgIds())
+    loader = [{"im_id": paddle.to_tensor(np.array(ids[i:i + 2], np.int64)),
+               "ori_shape": paddle.to_tensor(np.array([[120, 160]] * len(ids[i:i + 2]), np.int32))}
+              for i in range(0, len(ids), 2)]
+    dataset = type("D", (), {"coco": coco, "cat_ids": cat_ids, "label_names": ["a", "b", "c", "d"]})()
+    model = _PerfectModel(coco, cat_ids)
+    m = evaluate_model(model, loader, dataset)
+    assert model.training  # training mode restored
+    assert m["AP"] == pytest.approx(1.0) and m["bbox_AP"] == pytest.approx(1.0)
+    assert set(m["per_class_mask_AP"]) == {"a", "b", "c", "d"}
+    assert all(v == pytest.approx(1.0) or v == -1 for v in m["per_class_mask_AP"].values())
+    for k in ("AP50", "AP75", "APs", "APm", "APl", "bbox_AP50", "bbox_APl"):
+        assert k in m

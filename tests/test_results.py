@@ -73,3 +73,10 @@ def test_palette_is_not_mutated():
     c = class_colour(3)
     c[:] = 0
     np.testing.assert_array_equal(class_colour(3), before)
+
+
+def test_dict_constructor_same_as_fields():
+    res, img, masks = _result("a.png")
+    other = InstanceSegResult({"input_path": "a.png", "page_index": None, "input_img": img,
+                               "boxes": res.boxes, "masks": masks})
+    assert other.json == res.json
