@@ -13,7 +13,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from engine.coco_metrics import STAT_NAMES, evaluate_coco, load_gt, summary_lines
-from engine.errors import DatasetError
+from engine.errors import DatasetError, WeightsError
 
 log = logging.getLogger("instseg")
 
@@ -127,7 +127,10 @@ def run(cfg: Any) -> Dict[str, Any]:
     setup_device(cfg)
     weight_path = cfg.Evaluate.weight_path or str(Path(cfg.Global.output) / "best_model" / "best_model.pdparams")
     model = build_model(cfg.Global.model, cfg.Architecture, int(cfg.Train.num_classes))
-    load_weights(model, weight_path)
+    skipped = load_weights(model, weight_path)
+    if skipped:  # layers left untrained would give a meaningless AP
+        raise WeightsError(f"{weight_path}: {len(skipped)} weights do not fit {cfg.Global.model} with "
+                           f"Train.num_classes={cfg.Train.num_classes} (e.g. {', '.join(skipped[:3])}).")
     built = build_loader(cfg, "val")
     loader, dataset = built if isinstance(built, tuple) else (built, built.dataset)
     metrics = evaluate_model(model, loader, dataset, backend=str(cfg.Evaluate.backend))

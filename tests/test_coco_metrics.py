@@ -129,3 +129,20 @@ def test_evaluate_model_perfect_predictions(files):
     assert all(v == pytest.approx(1.0) or v == -1 for v in m["per_class_mask_AP"].values())
     for k in ("AP50", "AP75", "APs", "APm", "APl", "bbox_AP50", "bbox_APl"):
         assert k in m
+
+
+def test_eval_results_tool(files, tmp_path, capsys):
+    from tools.eval_results import main
+
+    gt_path, res_path = files
+    out = tmp_path / "m.json"
+    assert main(["--gt", str(gt_path), "--results", str(res_path), "--iou-type", "segm", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    ev, reference = _reference(gt_path, res_path, "segm")
+    expected = [ln for ln in reference.splitlines() if ln.startswith(" Average")]
+    assert [ln for ln in printed.splitlines() if ln.startswith(" Average")] == expected
+    assert "per-class AP (segm)" in printed
+    data = json.loads(out.read_text())
+    np.testing.assert_allclose(data["segm"]["stats"], ev.stats, atol=1e-9)
+    assert "bbox" not in data
+    assert main(["--gt", str(gt_path), "--results", str(res_path), "--out", str(out)]) == 1  # no overwrite
