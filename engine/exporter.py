@@ -1,0 +1,143 @@
+"""Export a model to a static graph for Paddle Inference: `inference.json` (PIR; `inference.pdmodel` on a
+legacy-IR Paddle), `inference.pdiparams`, and `inference.yml`, which carries everything a deployment needs
+besides the graph (preprocessing, label list, draw threshold), so `engine.inference.DeployPredictor` runs
+without the training code.
+
+`Global.mode=export` (`run`) loads `Export.weight_path` into a freshly built model and exports it.
+"""
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import paddle
+import paddle.nn as nn
+import yaml
+from omegaconf import DictConfig
+
+from .atomic_io import write_text
+from .errors import ConfigError, WeightsError
+
+logger = logging.getLogger("instseg")
+
+FORMAT_VERSION = 1  # bump when inference.yml or the graph's inputs/outputs change incompatibly
+OUTPUTS = ("bbox", "bbox_num", "mask")  # the graph's outputs, in this order
+RESIZE_INTERP = 1  # cv2.INTER_LINEAR, as the evaluation pipeline resizes
+MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR, legacy IR
+PARAMS_FILE = "inference.pdiparams"
+CONFIG_FILE = "inference.yml"
+
+
+class _Exported(nn.Layer):
+    """Wraps a model so the graph's outputs are a tuple in `OUTPUTS` order (a dict's order is not a
+    contract of paddle.jit.save)."""
+
+    def __init__(self, model: nn.Layer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: paddle.Tensor, im_shape: paddle.Tensor,
+                scale_factor: paddle.Tensor) -> Tuple[paddle.Tensor, ...]:
+        out = self.model(image, im_shape, scale_factor)
+        return tuple(out[k] for k in OUTPUTS)
+
+
+def preprocess_ops(reader: Any) -> List[Dict[str, Any]]:
+    """inference.yml `Preprocess` from an EvalReader section (PaddleDetection's op names and fields)."""
+    short = list(reader.short_sizes)
+    if not short:
+        raise ConfigError("EvalReader.short_sizes is empty: export needs the evaluation image size.")
+    return [
+        {"type": "Resize", "target_size": [int(short[0]), int(reader.max_size)],
+         "keep_ratio": bool(reader.keep_ratio), "interp": RESIZE_INTERP},
+        {"type": "NormalizeImage", "mean": [float(v) for v in reader.mean],
+         "std": [float(v) for v in reader.std], "is_scale": True},
+        {"type": "Permute"},
+        {"type": "PadStride", "stride": int(reader.pad_stride)},
+    ]
+
+
+def label_list(cfg: DictConfig) -> List[str]:
+    """Class names by class index: the dataset's categories (ascending id), else the training run's
+    label_dict.txt, else `class_<k>` for Train.num_classes."""
+    for split in ("val", "train"):
+        path = Path(cfg.Global.dataset_dir) / "annotations" / f"instance_{split}.json"
+        try:
+            cats = json.loads(path.read_text(encoding="utf-8"))["categories"]
+            return [str(c["name"]) for c in sorted(cats, key=lambda c: c["id"])]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    labels = Path(cfg.Global.output) / "label_dict.txt"
+    if labels.is_file():
+        lines = [ln.split(" ", 1) for ln in labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return [parts[1] if len(parts) > 1 else parts[0] for parts in lines]
+    return [f"class_{k}" for k in range(int(cfg.Train.num_classes))]
+
+
+def inference_config(model: nn.Layer, cfg: DictConfig, model_file: str) -> Dict[str, Any]:
+    """The content of inference.yml."""
+    labels = label_list(cfg)
+    return {
+        "format_version": FORMAT_VERSION,
+        "mode": "paddle",
+        "model_name": str(cfg.Global.model),
+        "Global": {"model_name": str(cfg.Global.model)},
+        "metric": "COCO",
+        "mask": True,
+        "draw_threshold": float(getattr(model, "draw_threshold", 0.5)),
+        "model_file": model_file,
+        "params_file": PARAMS_FILE,
+        "inputs": ["image", "im_shape", "scale_factor"],
+        "outputs": list(OUTPUTS),
+        "Preprocess": preprocess_ops(cfg.EvalReader),
+        "label_list": labels,
+    }
+
+
+def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str) -> Dict[str, str]:
+    """Trace `model` (eval mode) to a static graph and write it with inference.yml into `out_dir`.
+
+    Returns {"inference_config", "pdmodel", "pdiparams"[, "pdiparams.info"]}: absolute file paths.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    spec = model.export_spec()
+    input_spec = [spec[k] for k in ("image", "im_shape", "scale_factor")]
+    static = paddle.jit.to_static(_Exported(model), input_spec=input_spec, full_graph=True)
+    prefix = out / "inference"
+    paddle.jit.save(static, str(prefix), input_spec=input_spec)
+    model_file = next((name for name in MODEL_FILES if (out / name).is_file()), None)
+    if model_file is None or not (out / PARAMS_FILE).is_file():
+        raise RuntimeError(f"paddle.jit.save wrote no model/params file in {out}: {sorted(p.name for p in out.iterdir())}")
+    write_text(out / CONFIG_FILE, yaml.safe_dump(inference_config(model, cfg, model_file), sort_keys=False))
+    files = {"inference_config": str(out / CONFIG_FILE), "pdmodel": str(out / model_file),
+             "pdiparams": str(out / PARAMS_FILE)}
+    if (out / "inference.pdiparams.info").is_file():
+        files["pdiparams.info"] = str(out / "inference.pdiparams.info")
+    logger.info("Exported %s to %s", cfg.Global.model, out)
+    return files
+
+
+def run(cfg: DictConfig) -> Dict[str, Any]:
+    """Global.mode=export: Export.weight_path (default {output}/best_model/best_model.pdparams) ->
+    Export.save_dir when the config has it, else {output}/inference."""
+    from .models.zoo import build_model
+    from .weights import load_weights
+
+    output = Path(cfg.Global.output)
+    weights = Path(cfg.Export.weight_path) if cfg.Export.weight_path else output / "best_model" / "best_model.pdparams"
+    if not weights.is_file():
+        raise WeightsError(f"Export.weight_path {weights} does not exist; train first or set "
+                           f"-o Export.weight_path=<file.pdparams>.")
+    save_dir = getattr(cfg.Export, "save_dir", None) if "save_dir" in cfg.Export else None
+    out_dir = Path(save_dir) if save_dir else output / "inference"
+    model = build_model(cfg.Global.model, cfg.Architecture, int(cfg.Train.num_classes))
+    skipped = load_weights(model, str(weights))
+    if skipped:  # an exported model with untrained layers would predict garbage silently
+        raise WeightsError(f"{weights}: {len(skipped)} weights do not fit {cfg.Global.model} with "
+                           f"Train.num_classes={cfg.Train.num_classes} (e.g. {', '.join(skipped[:3])}); "
+                           f"set the num_classes and Architecture the model was trained with.")
+    files = export_model(model, cfg, str(out_dir))
+    return {"model_name": str(cfg.Global.model), "weight_path": str(weights), "save_dir": str(out_dir),
+            "format_version": FORMAT_VERSION, "files": files}

@@ -1,0 +1,212 @@
+"""Export and deployment inference: an exported model run by DeployPredictor (Paddle Inference, oneDNN)
+gives the dynamic graph's boxes, scores and masks; inference.yml carries preprocessing, labels and the
+draw threshold; broken model directories fail with clear errors.
+
+Tolerance (stated by the issue): boxes and scores within 1e-3 absolute (float32 graph vs the same ops
+fused by Paddle Inference), identical classes and counts, and at most 0.1 % of mask pixels different
+(a pasted probability within float error of the 0.5 mask threshold may flip).
+"""
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from engine.config.schema import InstSegConfig
+from engine.errors import ConfigError, WeightsError
+from engine.exporter import export_model
+from engine.inference import DeployPredictor, Preprocessor
+from export_standin import StandInDetector
+
+BOX_TOL = 1e-3
+MASK_TOL = 0.001
+
+
+def make_cfg(tmp: Path) -> OmegaConf:
+    data = tmp / "data"
+    (data / "annotations").mkdir(parents=True)
+    cats = [{"id": 9, "name": "zebra"}, {"id": 2, "name": "ant"}, {"id": 5, "name": "bee"}]
+    (data / "annotations" / "instance_val.json").write_text(json.dumps(
+        {"images": [], "annotations": [], "categories": cats}))
+    cfg = OmegaConf.structured(InstSegConfig)
+    cfg.Global.model = "MaskRCNN-ResNet50-FPN"
+    cfg.Global.dataset_dir = str(data)
+    cfg.Global.output = str(tmp / "output")
+    cfg.Train.num_classes = 3
+    cfg.EvalReader.short_sizes = [64]
+    cfg.EvalReader.max_size = 96
+    return cfg
+
+
+def images(n: int = 3) -> List[np.ndarray]:
+    rng = np.random.default_rng(0)
+    sizes = [(50, 70), (80, 60), (64, 64)][:n]
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    paddle.seed(0)
+    model = StandInDetector(num_classes=3)
+    model.draw_threshold = 0.3
+    cfg = make_cfg(tmp)
+    files = export_model(model, cfg, str(tmp / "inference"))
+    return model, cfg, tmp / "inference", files
+
+
+def dynamic(model: StandInDetector, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    out = model(*(paddle.to_tensor(feeds[k]) for k in ("image", "im_shape", "scale_factor")))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def test_export_writes_graph_params_and_config(exported):
+    model, _, out, files = exported
+    assert Path(files["pdmodel"]).name in ("inference.json", "inference.pdmodel")
+    for key in ("pdmodel", "pdiparams", "inference_config"):
+        assert Path(files[key]).is_file() and Path(files[key]).parent == out
+    info = yaml.safe_load((out / "inference.yml").read_text())
+    assert info["format_version"] == 1
+    assert info["model_name"] == "MaskRCNN-ResNet50-FPN" and info["mask"] is True
+    assert info["draw_threshold"] == pytest.approx(0.3)
+    assert info["label_list"] == ["ant", "bee", "zebra"]  # by class index = ascending category id
+    ops = {op["type"]: op for op in info["Preprocess"]}
+    assert ops["Resize"]["target_size"] == [64, 96] and ops["Resize"]["keep_ratio"] is True
+    assert ops["NormalizeImage"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert ops["PadStride"]["stride"] == 32
+    assert [op["type"] for op in info["Preprocess"]] == ["Resize", "NormalizeImage", "Permute", "PadStride"]
+
+
+def test_preprocessing_follows_inference_yml(exported):
+    _, _, out, _ = exported
+    pre = Preprocessor(yaml.safe_load((out / "inference.yml").read_text())["Preprocess"])
+    img = np.full((50, 70, 3), (0, 128, 255), np.uint8)  # BGR
+    feeds = pre.batch([img, np.zeros((80, 60, 3), np.uint8)])
+    # 50x70: scale min(64/50, 96/70) = 1.28 -> 64x90; 80x60: min(64/60, 96/80) = 1.0667 -> 85x64
+    assert feeds["im_shape"].tolist() == [[64, 90], [85, 64]]
+    assert feeds["scale_factor"][0] == pytest.approx([1.28, 1.28])
+    assert feeds["image"].shape == (2, 3, 96, 96)  # padded to a multiple of 32
+    red = (1.0 - 0.485) / 0.229  # RGB order: the BGR pixel's last channel (255) becomes channel 0
+    assert feeds["image"][0, 0, 10, 10] == pytest.approx(red, rel=1e-5)
+    assert feeds["image"][0, 2, 10, 10] == pytest.approx((0.0 - 0.406) / 0.225, rel=1e-5)
+    assert np.all(feeds["image"][0, :, 64:, :] == 0) and np.all(feeds["image"][0, :, :, 90:] == 0)
+
+
+def test_deploy_matches_dynamic_graph(exported):
+    model, _, out, _ = exported
+    deploy = DeployPredictor(out, device="cpu", cpu_threads=1)
+    feeds = deploy.preprocessor.batch(images())
+    static = deploy.raw(images())
+    eager = dynamic(model, feeds)
+    assert static["bbox_num"].tolist() == eager["bbox_num"].tolist()
+    assert eager["bbox_num"].min() > 0
+    np.testing.assert_array_equal(static["bbox"][:, 0], eager["bbox"][:, 0])
+    np.testing.assert_allclose(static["bbox"][:, 1:], eager["bbox"][:, 1:], atol=BOX_TOL)
+    assert static["mask"].shape == eager["mask"].shape
+    assert eager["mask"].sum() > 0
+    assert np.mean(static["mask"] != eager["mask"]) <= MASK_TOL
+
+
+def test_predict_results_match_dynamic_graph(exported):
+    model, _, out, _ = exported
+    imgs = images()
+    deploy = DeployPredictor(out, device="cpu", cpu_threads=1)
+    results = list(deploy.predict(imgs, batch_size=3, threshold=0.34))
+    eager = dynamic(model, deploy.preprocessor.batch(imgs))
+    ends = np.cumsum(eager["bbox_num"])
+    for res, img, hi, n in zip(results, imgs, ends, eager["bbox_num"]):
+        rows = eager["bbox"][hi - n:hi]
+        masks = eager["mask"][hi - n:hi]
+        keep = rows[:, 1] > 0.34
+        h, w = img.shape[:2]
+        assert res["input_path"] is None and res["page_index"] is None
+        assert [b["cls_id"] for b in res["boxes"]] == rows[keep, 0].astype(int).tolist()
+        assert [b["label"] for b in res["boxes"]] == [["ant", "bee", "zebra"][int(c)] for c in rows[keep, 0]]
+        np.testing.assert_allclose([b["score"] for b in res["boxes"]], rows[keep, 1], atol=BOX_TOL)
+        expect = np.clip(rows[keep, 2:], 0, [w, h, w, h])
+        np.testing.assert_allclose(np.array([b["coordinate"] for b in res["boxes"]]).reshape(-1, 4),
+                                   expect, atol=BOX_TOL)
+        assert len(res["masks"]) == int(keep.sum())
+        for got, want in zip(res["masks"], masks[keep]):
+            assert got.shape == (h, w)
+            assert np.mean(got != want[:h, :w]) <= MASK_TOL
+
+
+def test_threshold_priority(exported, tmp_path):
+    imgs = images(1)
+    scores = lambda p, **kw: [b["score"] for b in next(iter(p.predict(imgs, **kw)))["boxes"]]  # noqa: E731
+    every = sorted(scores(DeployPredictor(exported[2], device="cpu", cpu_threads=1), threshold=0.0))
+    middle = float(every[len(every) // 2])  # an inference.yml threshold that keeps about half
+    model_dir = copy_model(exported[2], tmp_path / "m")
+    info = yaml.safe_load((model_dir / "inference.yml").read_text())
+    info["draw_threshold"] = middle
+    (model_dir / "inference.yml").write_text(yaml.safe_dump(info))
+    default = DeployPredictor(model_dir, device="cpu", cpu_threads=1)
+    kept = scores(default)
+    assert 0 < len(kept) < len(every) and all(s > middle for s in kept)  # inference.yml applies
+    assert len(scores(default, threshold=0.0)) == len(every)
+    loose = DeployPredictor(model_dir, device="cpu", cpu_threads=1, threshold=0.0)
+    assert len(scores(loose)) == len(every)  # constructor beats inference.yml
+    assert scores(loose, threshold=0.99) == []  # predict argument beats the constructor
+    assert scores(loose, threshold=middle) == kept
+
+
+def test_directory_input_sorted_with_paths(exported, tmp_path):
+    _, _, out, _ = exported
+    for name, img in zip(["b.png", "a.jpg", "c.bmp"], images()):
+        cv2.imwrite(str(tmp_path / name), img)
+    (tmp_path / "notes.txt").write_text("not an image")
+    results = list(DeployPredictor(out, device="cpu", cpu_threads=1).predict(str(tmp_path), batch_size=2))
+    assert [Path(r["input_path"]).name for r in results] == ["a.jpg", "b.png", "c.bmp"]
+    assert [r["masks"][0].shape for r in results if r["masks"]] == \
+        [cv2.imread(r["input_path"]).shape[:2] for r in results if r["masks"]]
+
+
+def copy_model(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_not_an_exported_model(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        DeployPredictor(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="not an exported model: inference.yml is missing"):
+        DeployPredictor(tmp_path)
+
+
+def test_missing_parameter_file(exported, tmp_path):
+    model_dir = copy_model(exported[2], tmp_path / "m")
+    (model_dir / "inference.pdiparams").unlink()
+    with pytest.raises(WeightsError, match="inference.pdiparams is missing"):
+        DeployPredictor(model_dir, device="cpu")
+
+
+def test_missing_graph_file(exported, tmp_path):
+    model_dir = copy_model(exported[2], tmp_path / "m")
+    graph = Path(exported[3]["pdmodel"]).name
+    (model_dir / graph).unlink()
+    with pytest.raises(WeightsError, match="model graph"):
+        DeployPredictor(model_dir, device="cpu")
+
+
+def test_newer_format_version(exported, tmp_path):
+    model_dir = copy_model(exported[2], tmp_path / "m")
+    info = yaml.safe_load((model_dir / "inference.yml").read_text())
+    info["format_version"] = 99
+    (model_dir / "inference.yml").write_text(yaml.safe_dump(info))
+    with pytest.raises(WeightsError, match="format version 99"):
+        DeployPredictor(model_dir, device="cpu")
+
+
+def test_bad_run_mode_and_device(exported):
+    with pytest.raises(ConfigError, match="needs a GPU"):
+        DeployPredictor(exported[2], device="cpu", run_mode="trt_fp16")
+    with pytest.raises(ConfigError, match="cpu or gpu"):
+        DeployPredictor(exported[2], device="tpu")
