@@ -1,0 +1,53 @@
+"""`-o KEY=VALUE` parsing: split on the first `=`, value read as a YAML scalar or flow collection.
+
+Values go through `yaml.safe_load`, never `eval`: `null`/`~` → None, `true`/`false` → bool, `1e-4` →
+float, `[640, 640]` → list, `{a: 1}` → mapping; anything else stays a string. Note that PyYAML follows
+YAML 1.1, so `yes`/`no`/`on`/`off` also read as booleans: quote them (`-o 'Key="on"'`) to keep a string.
+An empty value (`Key=`) is null.
+"""
+from dataclasses import dataclass
+from typing import Any, List, Sequence
+
+import yaml
+
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Override:
+    """One KEY=VALUE pair; `index` is its 1-based position over all `-o` pairs (for messages)."""
+
+    index: int
+    key: str
+    value: Any
+    text: str
+
+    @property
+    def source(self) -> str:
+        return f"-o #{self.index}"
+
+    @property
+    def parts(self) -> List[str]:
+        return self.key.split(".")
+
+
+def parse_value(text: str) -> Any:
+    """The YAML reading of `text`; text YAML cannot parse (e.g. `a: b: c`) is kept as the raw string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_overrides(items: Sequence[str]) -> List[Override]:
+    """Parse `KEY=VALUE` strings in order; a missing `=` or an empty key path is a ConfigError."""
+    result = []
+    for index, item in enumerate(items, start=1):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ConfigError(f"Override -o #{index} {item!r} is not KEY=VALUE (e.g. -o Train.epochs_iters=3).")
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"Override -o #{index} {item!r} has an empty key path (e.g. Train.batch_size=2).")
+        result.append(Override(index, key, parse_value(raw), item))
+    return result
