@@ -143,3 +143,51 @@ def test_predict_mode_writes_json_and_image(standin, weights, tmp_path):
                                               f"Predict.weight_path={tmp_path / 'none.pdparams'}"])
     with pytest.raises(WeightsError, match="none.pdparams"):
         run(cfg)
+
+
+def test_predict_mode_with_model_dir_uses_deploy_predictor(monkeypatch, tmp_path):
+    from engine.predictor import run
+
+    class FakeDeploy:
+        def __init__(self, model_dir, device=None, threshold=None, cpu_threads=None, run_mode="paddle"):
+            self.args = (model_dir, threshold, run_mode)
+
+        def predict(self, input, batch_size=1, threshold=None):
+            yield InstanceSegResult(str(tmp_path / "q.png"), _img(), [], [])
+
+    monkeypatch.setattr(engine.inference, "DeployPredictor", FakeDeploy)
+    out = tmp_path / "out"
+    cfg = load_config(f"configs/{NAME}.yaml", [f"Global.output={out}", f"Predict.input={tmp_path}",
+                                              f"Predict.model_dir={tmp_path}", "Predict.threshold=0.7"])
+    summary = run(cfg)
+    assert summary["model"] == str(tmp_path) and summary["results"][0]["num_instances"] == 0
+    assert (out / "q_res.json").is_file() and (out / "q_res.png").is_file()
+
+
+def test_evaluate_mode_with_stand_ins(monkeypatch, standin, weights, tmp_path):
+    """evaluate run(cfg): weights loaded, val loader built, metrics named as in evaluate_result.json."""
+    import sys
+    import types
+
+    from pycocotools.coco import COCO
+
+    import engine.evaluator as evaluator
+    from tests.coco_eval_fixture import make_gt_and_results
+
+    gt, _ = make_gt_and_results(seed=3, n_images=4)
+    coco = COCO()
+    coco.dataset = gt
+    coco.createIndex()
+    ids = sorted(coco.getImgIds())
+    batch = {"image": paddle.zeros([len(ids), 3, 32, 32]), "scale_factor": paddle.ones([len(ids), 2]), "im_id": paddle.to_tensor(np.array(ids, np.int64)),
+             "ori_shape": paddle.to_tensor(np.array([[120, 160]] * len(ids), np.int32))}
+    dataset = types.SimpleNamespace(coco=coco, cat_ids=sorted(coco.getCatIds()), label_names=list("abcd"))
+    fake = types.ModuleType("engine.data.loader")
+    fake.build_loader = lambda cfg, split: ([batch], dataset) if split == "val" else None
+    monkeypatch.setitem(sys.modules, "engine.data.loader", fake)
+    cfg = load_config(f"configs/{NAME}.yaml", [f"Global.output={tmp_path / 'run'}", "Global.device=cpu"])
+    result = evaluator.run(cfg)  # default weight path: {output}/best_model/best_model.pdparams
+    assert result["weight_path"] == str(weights)
+    m = result["metrics"]
+    assert set(m["per_class_mask_AP"]) == set("abcd")
+    assert 0 <= m["AP"] <= 1 and "bbox_AP" in m and "bbox_APl" in m and "APs" in m
