@@ -146,3 +146,19 @@ def test_eval_results_tool(files, tmp_path, capsys):
     np.testing.assert_allclose(data["segm"]["stats"], ev.stats, atol=1e-9)
     assert "bbox" not in data
     assert main(["--gt", str(gt_path), "--results", str(res_path), "--out", str(out)]) == 1  # no overwrite
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tied_scores_and_over_100_detections(tmp_path, backend):
+    """Score ties (order must follow pycocotools' stable sort) and maxDets truncation."""
+    gt, res = make_gt_and_results(seed=7, n_images=8)
+    for r in res:
+        r["score"] = float(np.round(r["score"], 1))
+    first = gt["images"][0]["id"]
+    res += [json.loads(json.dumps(dict(res[i % len(res)], image_id=first, score=0.5))) for i in range(150)]
+    (tmp_path / "g.json").write_text(json.dumps(gt))
+    (tmp_path / "r.json").write_text(json.dumps(res))
+    out = evaluate_coco(str(tmp_path / "g.json"), json.loads((tmp_path / "r.json").read_text()), backend=backend)
+    for t in ("bbox", "segm"):
+        ev, _ = _reference(tmp_path / "g.json", tmp_path / "r.json", t)
+        np.testing.assert_allclose(out[t]["stats"], ev.stats, rtol=0, atol=1e-9)
