@@ -16,7 +16,7 @@ from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode
 
 from engine.config.architectures import FAMILY_ARCHITECTURES
 from engine.config.model_names import MODEL_FAMILIES
-from engine.config.overrides import Override, parse_overrides
+from engine.config.overrides import Override, parse_overrides, yaml_load
 from engine.config.schema import InstSegConfig
 from engine.config.suggest import did_you_mean
 from engine.config.values import check_values
@@ -88,7 +88,7 @@ def read_layers(path: Path, chain: Tuple[Path, ...] = ()) -> List[Layer]:
         where = f" (a _base_ of {display_path(chain[-1])})" if chain else ""
         raise ConfigError(f"Config file not found: {label}{where}.")
     try:
-        data = yaml.safe_load(resolved.read_text(encoding="utf-8"))
+        data = yaml_load(resolved.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Config file {label} is not valid YAML: {exc}") from None
     if data is None:
@@ -151,6 +151,7 @@ def _merge(node: DictConfig, data: Dict[str, Any], path: List[str], source: str,
             _merge(child, value, path + [key], source, origins)
             continue
         _check_type(child, value, key_path, source)
+        value = _as_declared(child, value)
         try:
             node[key] = value
         except OmegaConfBaseException:
@@ -183,6 +184,15 @@ def _type_ok(expected: str, value: Any) -> bool:
     if expected == "str":
         return isinstance(value, str)
     return True
+
+
+def _as_declared(child: Any, value: Any) -> Any:
+    """Ints given for float keys (or float lists) become floats, as the schema declares."""
+    if isinstance(child, FloatNode) and isinstance(value, int):
+        return float(value)
+    if isinstance(child, ListConfig) and child._metadata.element_type is float and isinstance(value, list):
+        return [float(v) for v in value]
+    return value
 
 
 def _check_type(child: Any, value: Any, key_path: str, source: str) -> None:

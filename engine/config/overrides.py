@@ -1,16 +1,34 @@
 """`-o KEY=VALUE` parsing: split on the first `=`, value read as a YAML scalar or flow collection.
 
 Values go through `yaml.safe_load`, never `eval`: `null`/`~` → None, `true`/`false` → bool, `1e-4` →
-float, `[640, 640]` → list, `{a: 1}` → mapping; anything else stays a string. Note that PyYAML follows
+float (`1e-4` too: unlike plain PyYAML, exponents without a dot are floats here, as in YAML 1.2),
+`[640, 640]` → list, `{a: 1}` → mapping; anything else stays a string. Note that PyYAML follows
 YAML 1.1, so `yes`/`no`/`on`/`off` also read as booleans: quote them (`-o 'Key="on"'`) to keep a string.
 An empty value (`Key=`) is null.
 """
+import re
 from dataclasses import dataclass
 from typing import Any, List, Sequence
 
 import yaml
 
 from engine.errors import ConfigError
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-4` / `5E3` as floats (PyYAML's YAML 1.1 needs `1.0e-4`)."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with `ConfigLoader` (config files and `-o` values alike)."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass(frozen=True)
@@ -34,7 +52,7 @@ class Override:
 def parse_value(text: str) -> Any:
     """The YAML reading of `text`; text YAML cannot parse (e.g. `a: b: c`) is kept as the raw string."""
     try:
-        return yaml.safe_load(text)
+        return yaml_load(text)
     except yaml.YAMLError:
         return text
 

@@ -1,0 +1,243 @@
+"""Config loading: every shipped YAML validates; strict keys, types and values with precise messages."""
+from pathlib import Path
+from typing import List
+
+import pytest
+from omegaconf import DictConfig
+from omegaconf.errors import ReadonlyConfigError
+
+from engine.config.load import DEFAULT_CONFIG, load_config
+from engine.config.model_names import MODEL_FAMILIES
+from engine.config.overrides import parse_overrides, parse_value
+from engine.device import launch_command, needs_launch, parse_device
+from engine.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def _error(path, overrides: List[str]) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path) if path is not None else None, overrides)
+    assert info.value.exit_code == 2
+    return str(info.value)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------- shipped
+def test_one_config_per_model():
+    assert {p.stem for p in CONFIGS} == set(MODEL_FAMILIES) | {"demo"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_loads(path):
+    cfg = load_config(str(path), [])
+    assert isinstance(cfg, DictConfig)
+    if path.stem != "demo":
+        assert cfg.Global.model == path.stem
+        assert cfg.Train.epochs_iters == 40 and cfg.Train.warmup_steps == 100
+        assert cfg.Train.num_classes == 2 and cfg.Train.log_interval == 10 and cfg.Train.eval_interval == 1
+    if MODEL_FAMILIES[cfg.Global.model] == "rcnn":
+        assert cfg.Architecture.fpn_channels > 0
+    else:
+        assert len(cfg.Architecture) == 0
+
+
+def test_paddlex_defaults_per_model():
+    cascade = load_config(str(REPO / "configs/Cascade-MaskRCNN-ResNet50-FPN.yaml"), [])
+    assert (cascade.Train.batch_size, cascade.Train.clip_grad_norm) == (1, 35.0)
+    assert list(cascade.TrainReader.short_sizes) == [640, 672, 704, 736, 768, 800]
+    resnext = load_config(str(REPO / "configs/MaskRCNN-ResNeXt101-vd-FPN.yaml"), [])
+    assert list(resnext.Train.milestones) == [16, 22] and resnext.Train.base_epochs == 24
+    c4 = load_config(str(REPO / "configs/MaskRCNN-ResNet50.yaml"), [])
+    assert c4.TrainReader.pad_stride == 0 and list(c4.Train.milestones) == [8, 11]
+    detr = load_config(str(REPO / "configs/Mask-RT-DETR-L.yaml"), [])
+    assert (detr.Train.optimizer, detr.Train.learning_rate) == ("adamw", 1e-4)
+    yoloe = load_config(str(REPO / "configs/PP-YOLOE_seg-S.yaml"), [])
+    assert (yoloe.Train.batch_size, yoloe.Train.learning_rate, yoloe.Train.lr_scheduler) == (8, 0.001, "cosine")
+
+
+def test_default_config_is_demo_wherever_cwd_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, [])
+    assert DEFAULT_CONFIG == REPO / "configs" / "demo.yaml"
+    assert cfg.Global.model == "MaskRCNN-ResNet50-FPN" and cfg.Train.num_classes == 3
+    assert cfg.Architecture.base_channels == 16
+
+
+def test_config_is_read_only():
+    cfg = load_config(None, [])
+    with pytest.raises(ReadonlyConfigError):
+        cfg.Train.epochs_iters = 5
+
+
+# --------------------------------------------------------------------------------------------- keys
+def test_unknown_key_in_override_names_source_and_suggestion():
+    msg = _error(None, ["Global.mode=train", "Train.epoch_iters=3"])
+    assert msg == "Unknown key Train.epoch_iters (from -o #2). Did you mean Train.epochs_iters?"
+
+
+def test_unknown_key_in_yaml_names_file(tmp_path):
+    path = _write(tmp_path / "bad.yaml", "_base_: %s\nTrain:\n  epoch_iters: 3\n" % (REPO / "configs/SOLOv2.yaml"))
+    msg = _error(path, [])
+    assert "Unknown key Train.epoch_iters" in msg and "Did you mean Train.epochs_iters?" in msg
+    assert "bad.yaml" in msg
+
+
+def test_unknown_section_and_nested_key():
+    assert "Did you mean Train?" in _error(None, ["Trian.batch_size=2"])
+    msg = _error(None, ["Predict.kernel_option.run_mod=paddle"])
+    assert "Unknown key Predict.kernel_option.run_mod (from -o #1)" in msg
+    assert "Predict.kernel_option.run_mode" in msg
+
+
+def test_architecture_keys_follow_the_family():
+    rcnn = _error(None, ["Architecture.fpn_channel=32"])
+    assert "Did you mean Architecture.fpn_channels" in rcnn
+    solo = _error(REPO / "configs/SOLOv2.yaml", ["Architecture.fpn_channels=32"])
+    assert "Unknown key Architecture.fpn_channels" in solo and "no Architecture options yet" in solo
+
+
+def test_unknown_model_suggests_names():
+    msg = _error(None, ["Global.model=MaskRCNN-Resnet50-FPN"])
+    assert "Unknown model" in msg and "-o #1" in msg and "MaskRCNN-ResNet50-FPN" in msg
+
+
+# --------------------------------------------------------------------------------------------- types
+@pytest.mark.parametrize("override, fragment", [
+    ("Train.epochs_iters=abc", "Train.epochs_iters (from -o #1): got 'abc' (str), expected int"),
+    ("Train.epochs_iters=2.5", "expected int"),
+    ("Train.epochs_iters=true", "expected int"),
+    ("Train.epochs_iters=null", "expected int"),
+    ("Train.amp=1", "expected bool"),
+    ("TrainReader.short_sizes=[640, x]", "expected list of int"),
+    ("Global.dataset_dir=5", "expected str"),
+    ("Train=3", "Train (from -o #1) is a section"),
+])
+def test_wrong_type(override, fragment):
+    assert fragment in _error(None, [override])
+
+
+def test_wrong_type_in_yaml(tmp_path):
+    path = _write(tmp_path / "t.yaml", "Train:\n  batch_size: two\n")
+    msg = _error(path, [])
+    assert "Wrong type for Train.batch_size" in msg and "t.yaml" in msg
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("Global.mode=trian", "choose one of check_dataset, train"),
+    ("Train.epochs_iters=0", "Train.epochs_iters=0 (from -o #1): must be > 0"),
+    ("Train.batch_size=-1", "Train.batch_size"),
+    ("Train.optimizer=adam", "Did you mean adamw?"),
+    ("Evaluate.backend=fastest", "pycocotools, fast"),
+    ("Predict.kernel_option.run_mode=trt", "trt_fp32"),
+    ("Predict.threshold=1.5", "in [0, 1]"),
+    ("TrainReader.short_sizes=[]", "TrainReader.short_sizes"),
+    ("Global.device=tpu", "Invalid Global.device 'tpu'"),
+])
+def test_bad_values(override, fragment):
+    assert fragment in _error(None, [override])
+
+
+# --------------------------------------------------------------------------------------------- merging
+def test_base_precedence(tmp_path):
+    _write(tmp_path / "base/a.yaml", "Train:\n  epochs_iters: 5\n  batch_size: 3\n  learning_rate: 0.5\n")
+    _write(tmp_path / "base/b.yaml", "_base_: a.yaml\nTrain:\n  batch_size: 4\n")
+    _write(tmp_path / "c.yaml", "Train:\n  learning_rate: 0.25\n")
+    child = _write(tmp_path / "child.yaml", "_base_: [base/b.yaml, c.yaml]\nTrain:\n  epochs_iters: 7\n")
+    cfg = load_config(str(child), [])
+    assert (cfg.Train.epochs_iters, cfg.Train.batch_size, cfg.Train.learning_rate) == (7, 4, 0.25)
+    cfg = load_config(str(child), ["Train.batch_size=9"])
+    assert cfg.Train.batch_size == 9
+
+
+def test_base_cycle_and_missing_base(tmp_path):
+    _write(tmp_path / "x.yaml", "_base_: y.yaml\n")
+    _write(tmp_path / "y.yaml", "_base_: x.yaml\n")
+    assert "cycle" in _error(tmp_path / "x.yaml", [])
+    _write(tmp_path / "z.yaml", "_base_: nowhere.yaml\n")
+    assert "not found: " in _error(tmp_path / "z.yaml", []) and "nowhere.yaml" in _error(tmp_path / "z.yaml", [])
+
+
+def test_lists_replace_not_merge():
+    cfg = load_config(str(REPO / "configs/MaskRCNN-ResNet50-FPN.yaml"), ["TrainReader.short_sizes=[640, 640]"])
+    assert list(cfg.TrainReader.short_sizes) == [640, 640]
+
+
+def test_repeated_and_grouped_overrides():
+    cfg = load_config(None, ["Train.batch_size=3", "Train.epochs_iters=2", "Train.batch_size=5"])
+    assert (cfg.Train.batch_size, cfg.Train.epochs_iters) == (5, 2)
+
+
+def test_value_with_equals_and_shared_prefix():
+    cfg = load_config(None, ["Predict.input=dir/a=b.png", "Train.num_classes=4", "Train.num_workers=0",
+                             "Evaluate.log_interval=7", "Train.log_interval=3"])
+    assert cfg.Predict.input == "dir/a=b.png"
+    assert (cfg.Train.num_classes, cfg.Train.num_workers) == (4, 0)
+    assert (cfg.Evaluate.log_interval, cfg.Train.log_interval) == (7, 3)
+
+
+def test_yaml_scalar_parsing():
+    assert parse_value("null") is None and parse_value("~") is None and parse_value("") is None
+    assert parse_value("true") is True and parse_value("yes") is True  # YAML 1.1, documented
+    assert parse_value("1e-4") == 1e-4 and isinstance(parse_value("1e-4"), float)
+    assert parse_value("[640, 640]") == [640, 640]
+    assert load_config(None, ["TrainReader.mean=[0, 0, 1]"]).TrainReader.mean == [0.0, 0.0, 1.0]
+    assert parse_value("3") == 3 and parse_value("gpu:0,1") == "gpu:0,1"
+    cfg = load_config(None, ["Train.learning_rate=1e-4", "Train.clip_grad_norm=null", "Train.amp=true",
+                             "Train.warmup_start_factor=1"])
+    assert cfg.Train.learning_rate == 1e-4 and cfg.Train.clip_grad_norm is None and cfg.Train.amp is True
+    assert cfg.Train.warmup_start_factor == 1.0 and isinstance(cfg.Train.warmup_start_factor, float)
+
+
+def test_yaml_file_reads_exponent_floats(tmp_path):
+    path = _write(tmp_path / "e.yaml", "Train:\n  learning_rate: 5e-5\n")
+    assert load_config(str(path), []).Train.learning_rate == 5e-5
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match=r"-o #2 'Train' is not KEY=VALUE"):
+        parse_overrides(["Global.mode=train", "Train"])
+    with pytest.raises(ConfigError, match="empty key path"):
+        parse_overrides(["Train..batch_size=2"])
+    assert [o.index for o in parse_overrides(["a=1", "b=2"])] == [1, 2]
+
+
+def test_model_override_switches_architecture_schema():
+    cfg = load_config(str(REPO / "configs/MaskRCNN-ResNet50-FPN.yaml"), ["Global.model=SOLOv2"])
+    assert cfg.Global.model == "SOLOv2" and len(cfg.Architecture) == 0
+
+
+# --------------------------------------------------------------------------------------------- device
+@pytest.mark.parametrize("text, parsed", [
+    ("cpu", ("cpu", [])), ("gpu", ("gpu", [])), ("gpu:0", ("gpu", [0])), ("GPU:0,1,2,3", ("gpu", [0, 1, 2, 3])),
+    ("npu:1", ("npu", [1])), ("xpu", ("xpu", [])), ("mlu:0,2", ("mlu", [0, 2])),
+])
+def test_parse_device(text, parsed):
+    assert parse_device(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["tpu", "gpu:", "gpu:a", "gpu:0,,1", "cpu:0", "gpu:0,0", "gpu:-1"])
+def test_parse_device_rejects(text):
+    with pytest.raises(ConfigError, match="Invalid Global.device"):
+        parse_device(text)
+
+
+def test_multi_device_training_relaunches(monkeypatch):
+    monkeypatch.delenv("PADDLE_TRAINER_ID", raising=False)
+    monkeypatch.delenv("PADDLE_TRAINERS_NUM", raising=False)
+    cfg = load_config(None, ["Global.mode=train", "Global.device=gpu:0,1", "Global.output=out/x"])
+    assert needs_launch(cfg)
+    cmd = launch_command(cfg, ["-o", "Global.device=gpu:0,1"])
+    assert cmd[1:5] == ["-m", "paddle.distributed.launch", "--devices", "0,1"]
+    assert cmd[cmd.index("--log_dir") + 1] == str(Path("out/x") / "distributed_train_logs")
+    assert cmd[-3:] == [str(REPO / "main.py"), "-o", "Global.device=gpu:0,1"]
+    assert not needs_launch(load_config(None, ["Global.mode=train", "Global.device=gpu:0"]))
+    assert not needs_launch(load_config(None, ["Global.mode=evaluate", "Global.device=gpu:0,1"]))
+    monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
+    assert not needs_launch(cfg)
