@@ -1,0 +1,251 @@
+"""Inference and training-step speed of an InstSeg R-CNN model next to PaddleDetection develop.
+
+Both sides load the same weights (ours, saved with PaddleDetection's names), run on the same
+image with the same thread count, and are timed alternately in separate processes (ours, peer,
+ours, peer, ...) so machine noise hits both. The classifier bias is raised for one class so that
+every proposal scores high and the detection count is exactly `keep_top_k` on both sides.
+
+    python tools/benchmark_rcnn.py --threads 2 --detections 16 100 \
+        --ppdet-root /path/to/PaddleDetection --ppdet-python /path/to/venv/bin/python
+
+`--ppdet-root` is a checkout of PaddleDetection develop (not committed here); without it only ours
+runs. PaddleDetection's side needs numpy<2 in its own environment, hence `--ppdet-python`.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+PPDET_CONFIGS = {
+    "MaskRCNN-ResNet50-FPN": "configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.yml",
+    "MaskRCNN-ResNet50": "configs/mask_rcnn/mask_rcnn_r50_1x_coco.yml",
+    "Cascade-MaskRCNN-ResNet50-FPN": "configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.yml",
+}
+
+
+def _image(height: int, width: int):
+    """A normalised-looking image of (height, width), zero-padded to a multiple of 32 as the readers do."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    padded = np.zeros((1, 3, -(-height // 32) * 32, -(-width // 32) * 32), "float32")
+    padded[:, :, :height, :width] = rng.normal(0, 1, size=(1, 3, height, width))
+    return padded
+
+
+def _train_batch(batch: int, size: int):
+    """Synthetic training inputs: two boxes per image with square polygons / bitmaps."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    images = rng.normal(0, 1, size=(batch, 3, size, size)).astype("float32")
+    boxes = np.array([[20, 30, 150, 170], [160, 100, 300, 260]], "float32")
+    return images, boxes
+
+
+def _time(fn, repeats: int) -> List[float]:
+    fn()  # warm-up: first call builds kernels and caches
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def _worker_ppdet(args) -> Dict:
+    import numpy as np
+    import paddle
+
+    sys.path.insert(0, args.ppdet_root)
+    from ppdet.core.workspace import create, load_config
+
+    paddle.base.core.set_num_threads(args.threads)
+    cfg = load_config(os.path.join(args.ppdet_root, PPDET_CONFIGS[args.model]))
+    cfg["BBoxPostProcess"]["nms"]["keep_top_k"] = args.keep_top_k
+    model = create(cfg.architecture)
+    model.set_state_dict(paddle.load(args.weights))
+    result: Dict = {"side": "ppdet"}
+    if args.task == "infer":
+        h, w = args.size
+        inputs = {"image": paddle.to_tensor(_image(h, w)),
+                  "im_shape": paddle.to_tensor([[float(h), float(w)]]),
+                  "scale_factor": paddle.to_tensor([[1.0, 1.0]])}
+        model.eval()
+        holder = {}
+
+        def run():
+            with paddle.no_grad():
+                holder["out"] = model(inputs)
+
+        result["times"] = _time(run, args.repeats)
+        result["detections"] = int(holder["out"]["bbox_num"].numpy().sum())
+    else:
+        images, boxes = _train_batch(args.batch, args.train_size)
+        n = args.batch
+        polys = [[[np.array([b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]], "float32")] for b in boxes]] * n
+        inputs = {"image": paddle.to_tensor(images),
+                  "im_shape": paddle.to_tensor([[float(args.train_size)] * 2] * n),
+                  "scale_factor": paddle.to_tensor([[1.0, 1.0]] * n),
+                  "gt_bbox": [paddle.to_tensor(boxes) for _ in range(n)],
+                  "gt_class": [paddle.to_tensor([[0], [1]], dtype="int32") for _ in range(n)],
+                  "is_crowd": [paddle.to_tensor([[0], [0]], dtype="int32") for _ in range(n)],
+                  "gt_poly": polys}
+        model.train()
+        opt = paddle.optimizer.Momentum(0.001, parameters=model.parameters())
+
+        def step():
+            loss = model(inputs)["loss"]
+            loss.backward()
+            opt.step()
+            opt.clear_grad()
+
+        result["times"] = _time(step, args.repeats)
+    return result
+
+
+def _worker_ours(args) -> Dict:
+    import numpy as np
+    import paddle
+
+    sys.path.insert(0, str(REPO))
+    from engine.config.architectures import RCNNArchitecture
+    from engine.models.zoo import build_model
+
+    paddle.base.core.set_num_threads(args.threads)
+    if args.onednn:
+        paddle.set_flags({"FLAGS_use_mkldnn": True})
+    model = build_model(args.model, RCNNArchitecture(keep_top_k=args.keep_top_k), 80)
+    model.set_state_dict(paddle.load(args.weights))
+    result: Dict = {"side": "ours"}
+    if args.task == "infer":
+        h, w = args.size
+        image = paddle.to_tensor(_image(h, w))
+        im_shape = paddle.to_tensor([[float(h), float(w)]])
+        scale = paddle.to_tensor([[1.0, 1.0]])
+        model.eval()
+        holder = {}
+
+        def run():
+            with paddle.no_grad():
+                holder["out"] = model(image, im_shape, scale)
+
+        result["times"] = _time(run, args.repeats)
+        result["detections"] = int(holder["out"]["bbox_num"].numpy().sum())
+    else:
+        images, boxes = _train_batch(args.batch, args.train_size)
+        n, size = args.batch, args.train_size
+        masks = np.zeros((2, size, size), "uint8")
+        for i, (x1, y1, x2, y2) in enumerate(boxes.astype(int)):
+            masks[i, y1:y2, x1:x2] = 1
+        batch = {"image": paddle.to_tensor(images),
+                 "im_shape": paddle.to_tensor([[float(size)] * 2] * n),
+                 "scale_factor": paddle.to_tensor([[1.0, 1.0]] * n),
+                 "gt_bbox": [paddle.to_tensor(boxes) for _ in range(n)],
+                 "gt_class": [paddle.to_tensor([0, 1], dtype="int32") for _ in range(n)],
+                 "gt_mask": [paddle.to_tensor(masks) for _ in range(n)],
+                 "is_crowd": [paddle.to_tensor([0, 0], dtype="int32") for _ in range(n)]}
+        model.train()
+        opt = paddle.optimizer.Momentum(0.001, parameters=model.parameters())
+
+        def step():
+            loss = paddle.add_n(list(model.loss(batch).values()))
+            loss.backward()
+            opt.step()
+            opt.clear_grad()
+
+        result["times"] = _time(step, args.repeats)
+    return result
+
+
+def _make_weights(model: str, path: str) -> None:
+    """Random weights with PaddleDetection's names; class 1 scores high on every RoI."""
+    import paddle
+
+    sys.path.insert(0, str(REPO))
+    from engine.config.architectures import RCNNArchitecture
+    from engine.models.zoo import build_model
+
+    paddle.seed(0)
+    state = build_model(model, RCNNArchitecture(), 80).state_dict()
+    for name, value in state.items():
+        if "bbox_delta" in name:
+            state[name] = paddle.zeros_like(value)  # detections = proposals: many survive NMS, on both sides
+        elif "bbox_score" in name and name.endswith("bias"):
+            bias = value.numpy()
+            bias[1] = 12.0  # softmax index 1 = first foreground class in ppdet's layout (0 = background)
+            state[name] = paddle.to_tensor(bias)
+    paddle.save(state, path)
+
+
+def _spawn(python: str, args, side: str, task: str, keep_top_k: int) -> Dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES="")
+    cmd = [python, __file__, "--worker", side, "--task", task, "--model", args.model, "--weights", args.weights,
+           "--threads", str(args.threads), "--repeats", str(args.repeats), "--keep-top-k", str(keep_top_k),
+           "--size", *map(str, args.size), "--batch", str(args.batch), "--train-size", str(args.train_size)]
+    if args.ppdet_root:
+        cmd += ["--ppdet-root", args.ppdet_root]
+    if args.onednn and side == "ours":
+        cmd += ["--onednn"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{side} {task} worker failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="MaskRCNN-ResNet50-FPN", choices=sorted(PPDET_CONFIGS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", type=int, nargs=2, default=[800, 1333])
+    parser.add_argument("--detections", type=int, nargs="+", default=[16, 100])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--train-size", type=int, default=320)
+    parser.add_argument("--tasks", nargs="+", default=["infer", "train"])
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per measurement")
+    parser.add_argument("--ppdet-root", default=None)
+    parser.add_argument("--ppdet-python", default=sys.executable)
+    parser.add_argument("--onednn", action="store_true", help="oneDNN kernels for ours (dygraph)")
+    parser.add_argument("--worker", choices=["ours", "ppdet"], help=argparse.SUPPRESS)
+    parser.add_argument("--task", default="infer", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--keep-top-k", type=int, default=100, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        fn = _worker_ours if args.worker == "ours" else _worker_ppdet
+        print(json.dumps(fn(args)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        args.weights = os.path.join(tmp, "weights.pdparams")
+        _make_weights(args.model, args.weights)
+        runs = [("infer", k) for k in args.detections if "infer" in args.tasks]
+        runs += [("train", 100)] if "train" in args.tasks else []
+        for task, k in runs:
+            best = {"ours": [], "ppdet": []}
+            dets = {}
+            for _ in range(args.rounds):
+                for side, python in (("ours", sys.executable), ("ppdet", args.ppdet_python)):
+                    if side == "ppdet" and not args.ppdet_root:
+                        continue
+                    res = _spawn(python, args, side, task, k)
+                    best[side].append(min(res["times"]))
+                    dets[side] = res.get("detections")
+            line = f"{args.model} {task}" + (f" {args.size[0]}x{args.size[1]} keep_top_k={k}" if task == "infer"
+                                             else f" batch {args.batch} at {args.train_size}px")
+            ours = min(best["ours"])
+            line += f" | ours {ours:.2f} s (detections {dets.get('ours')})"
+            if best["ppdet"]:
+                peer = min(best["ppdet"])
+                line += f" | ppdet {peer:.2f} s (detections {dets.get('ppdet')}) | ratio {ours / peer:.2f}"
+            print(line + f" | threads {args.threads}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
