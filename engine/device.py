@@ -20,7 +20,8 @@ def parse_device(device: str) -> Tuple[str, List[int]]:
     text = str(device).strip().lower()
     kind, sep, ids_text = text.partition(":")
     if kind not in DEVICE_TYPES:
-        raise ConfigError(f"Invalid Global.device {device!r}: the type must be one of {', '.join(DEVICE_TYPES)} "
+        raise ConfigError(f"Invalid Global.device {device!r}: the type must be one of "
+                          f"{', '.join(DEVICE_TYPES)} "
                           "(e.g. cpu, gpu, gpu:0, gpu:0,1,2,3).")
     if not sep:
         return kind, []

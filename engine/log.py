@@ -7,12 +7,27 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, TextIO, Union
 
 LOGGER_NAME = "instseg"
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 _OWN = "_instseg_setup"  # marks handlers added here, so a second call replaces them
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at emit time (survives stream swaps by tests and tools)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # the current sys.stderr is always used
 
 
 def _rank() -> int:
@@ -28,9 +43,8 @@ def setup_logging(level: int = logging.INFO, log_file: Optional[Union[str, Path]
         handler.close()
     main = _rank() == 0
     logger.setLevel(level if main else max(level, logging.WARNING))
-    logger.propagate = False
     formatter = logging.Formatter(FORMAT, DATE_FORMAT)
-    handlers: list = [logging.StreamHandler(sys.stderr)]
+    handlers: list = [_StderrHandler()]
     if log_file is not None and main:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="a" if append else "w", encoding="utf-8"))

@@ -137,7 +137,8 @@ def _nest(parts: List[str], value: Any) -> Dict[str, Any]:
     return out
 
 
-def _merge(node: DictConfig, data: Dict[str, Any], path: List[str], source: str, origins: Dict[str, str]) -> None:
+def _merge(node: DictConfig, data: Dict[str, Any], path: List[str], source: str,
+           origins: Dict[str, str]) -> None:
     """Merge mapping `data` into section `node` (at `path`), checking every key and value first."""
     for key, value in data.items():
         key_path = ".".join(path + [str(key)])
@@ -165,7 +166,8 @@ def _unknown_key(node: DictConfig, path: List[str], key: Any, source: str) -> st
     siblings = [str(k) for k in node.keys()]
     hint = did_you_mean(str(key), siblings, prefix)
     if not hint:
-        hint = f" Valid keys in {path and '.'.join(path) or 'the top level'}: {', '.join(siblings) or 'none'}."
+        where = ".".join(path) or "the top level"
+        hint = f" Valid keys in {where}: {', '.join(siblings) or 'none'}."
         if path == ["Architecture"] and not siblings:
             hint = " This model family has no Architecture options yet."
     return f"Unknown key {full} (from {source}).{hint}"

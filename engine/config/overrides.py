@@ -64,8 +64,10 @@ def parse_overrides(items: Sequence[str]) -> List[Override]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep:
-            raise ConfigError(f"Override -o #{index} {item!r} is not KEY=VALUE (e.g. -o Train.epochs_iters=3).")
+            raise ConfigError(f"Override -o #{index} {item!r} is not KEY=VALUE "
+                              "(e.g. -o Train.epochs_iters=3).")
         if not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"Override -o #{index} {item!r} has an empty key path (e.g. Train.batch_size=2).")
+            raise ConfigError(f"Override -o #{index} {item!r} has an empty key path "
+                              "(e.g. Train.batch_size=2).")
         result.append(Override(index, key, parse_value(raw), item))
     return result

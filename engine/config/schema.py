@@ -95,7 +95,7 @@ class ExportSection:
 class PredictSection:
     batch_size: int = 1
     model_dir: Optional[str] = None  # exported model dir; None = weights from Predict.weight_path
-    weight_path: Optional[str] = None  # dynamic-graph weights; default {output}/best_model/best_model.pdparams
+    weight_path: Optional[str] = None  # dygraph weights; default {output}/best_model/best_model.pdparams
     input: Optional[str] = None  # image, directory or URL
     threshold: Optional[float] = None  # None = the model's draw_threshold (0.5)
     kernel_option: KernelOptionSection = field(default_factory=KernelOptionSection)
