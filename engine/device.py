@@ -76,8 +76,9 @@ def resolve_device(device: Optional[str]) -> str:
 def setup_device(cfg: Any) -> str:
     """Select this process's Paddle device and CPU threads; returns Paddle's device name.
 
-    On CPU, oneDNN is switched on (`Global.onednn`): a conv training step measured about 1.5x faster
-    with it on this project's CPU builds. Threads: `Global.cpu_threads`, None = os.cpu_count().
+    On CPU, oneDNN is switched on (`Global.onednn`): measured on 1 thread, a plain conv stack trains
+    about 1.5x faster and the demo Mask R-CNN step (batch 4 at 192 px) about 12% faster, with the
+    same losses to float precision. Threads: `Global.cpu_threads`, None = os.cpu_count().
     """
     import paddle
 

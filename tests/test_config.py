@@ -246,3 +246,21 @@ def test_multi_device_training_relaunches(monkeypatch):
     assert not needs_launch(load_config(None, ["Global.mode=evaluate", "Global.device=gpu:0,1"]))
     monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
     assert not needs_launch(cfg)
+
+
+def test_setup_device_on_cpu():
+    import paddle
+
+    from engine.device import resolve_device, setup_device
+
+    expected = "gpu:0" if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() else "cpu"
+    assert resolve_device(None) == expected
+    before = paddle.get_flags(["FLAGS_use_mkldnn"])
+    try:
+        assert setup_device(load_config(None, ["Global.device=cpu", "Global.cpu_threads=1"])) == "cpu"
+        assert paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"] is True
+        setup_device(load_config(None, ["Global.device=cpu", "Global.onednn=false"]))
+        assert paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"] is False
+    finally:
+        paddle.set_flags(before)
+        paddle.base.core.set_num_threads(1)
