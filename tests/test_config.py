@@ -253,7 +253,8 @@ def test_setup_device_on_cpu():
 
     from engine.device import resolve_device, setup_device
 
-    expected = "gpu:0" if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() else "cpu"
+    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    expected = "gpu:0" if has_gpu else "cpu"
     assert resolve_device(None) == expected
     before = paddle.get_flags(["FLAGS_use_mkldnn"])
     try:
