@@ -51,15 +51,18 @@ def load_weights(model: nn.Layer, path: Union[str, os.PathLike],
         tensor = model_state[name]
         value = _agree(file_names, state, file)
         if list(value.shape) != list(tensor.shape):
-            logger.warning("Weights %s: skipped %s: shape %s in the file, %s in the model.", file, file_names[0],
-                           list(value.shape), list(tensor.shape))
+            logger.warning("Weights %s: skipped %s: shape %s in the file, %s in the model.", file,
+                           file_names[0], list(value.shape), list(tensor.shape))
             skipped.append(file_names[0])
             continue
-        target[name] = value.astype(_numpy_dtype(tensor)) if value.dtype != _numpy_dtype(tensor) else value
+        dtype = _numpy_dtype(tensor)
+        target[name] = value if value.dtype == dtype else value.astype(dtype)
     if not target:
-        raise WeightsError(f"No entry of the weights file {file} fits the model ({len(state)} entries in the "
-                           f"file, {len(skipped)} of them with another shape): is it a file of another model?")
-    model.set_state_dict(target)
+        raise WeightsError(f"No entry of the weights file {file} fits the model ({len(state)} entries in "
+                           f"the file, {len(skipped)} of them with another shape): is it a file of another "
+                           "model?")
+    for name, value in target.items():  # in place: set_state_dict warns once per entry not in the file
+        model_state[name].set_value(value)
     used = {n for names in matched.values() for n in names}
     _report(file, sorted(set(groups) - set(matched)), "model entries not in the file (left as initialised)")
     _report(file, sorted(set(state) - used), "file entries the model does not use")
@@ -70,7 +73,8 @@ def load_weights(model: nn.Layer, path: Union[str, os.PathLike],
 def _resolve(path: Union[str, os.PathLike]) -> Path:
     text = str(path)
     if text.startswith(("http://", "https://")):
-        raise WeightsError(f"Weights {text} is a URL: only local files are read; download it and pass its path.")
+        raise WeightsError(f"Weights {text} is a URL: only local files are read; download it and pass "
+                           "its path.")
     file = Path(text).expanduser()
     if not file.is_file() and Path(text + ".pdparams").is_file():
         file = Path(text + ".pdparams")
@@ -132,14 +136,14 @@ def _match(groups: Mapping[str, List[str]], state: Mapping[str, np.ndarray],
     for canonical, names in groups.items():
         if canonical in matched:
             continue
-        key = _longest_suffix(names, by_suffix)
-        if key is None:
+        found = _longest_suffix(names, by_suffix)
+        if found is None:
             continue
-        if key in claimed:
-            raise WeightsError(f"Weights file {file}: entry {key} fits both {claimed[key]} and {canonical} "
-                               "of the model; rename it in the file or pass `aliases`.")
-        claimed[key] = canonical
-        matched[canonical] = [key]
+        if found in claimed:
+            raise WeightsError(f"Weights file {file}: entry {found} fits both {claimed[found]} and "
+                               f"{canonical} of the model; rename it in the file or pass `aliases`.")
+        claimed[found] = canonical
+        matched[canonical] = [found]
     return matched
 
 
@@ -161,8 +165,8 @@ def _agree(file_names: List[str], state: Mapping[str, np.ndarray], file: Path) -
     value = state[file_names[0]]
     for other in file_names[1:]:
         if state[other].shape != value.shape or not np.array_equal(state[other], value):
-            raise WeightsError(f"Weights file {file} holds different values under {file_names[0]} and {other}, "
-                               "which are two names of one model tensor.")
+            raise WeightsError(f"Weights file {file} holds different values under {file_names[0]} and "
+                               f"{other}, which are two names of one model tensor.")
     return value
 
 

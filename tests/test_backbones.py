@@ -1,4 +1,9 @@
 """ResNet / ResNet-vd / ResNeXt, FPN and Res5Head: shapes, strides, freezing, frozen BN, naming."""
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+import backbone_golden as golden
 import numpy as np
 import paddle
 import pytest
@@ -139,3 +144,79 @@ def test_res5_head_shape_and_names() -> None:
     assert list(out.shape) == [3, 512, 7, 7]
     assert "res5.res5a.branch2a.conv.weight" in head.state_dict()
     assert "res5.res5a.short.conv.weight" in head.state_dict()
+
+
+# ------------------------------------------------------------------ parity with PaddleDetection
+FIXTURES = Path(__file__).parent / "fixtures"
+LR_SSLD = [0.05, 0.05, 0.1, 0.15]
+# each R-CNN model's backbone identity (engine/models/zoo.py), built here without the rest of the model
+IDENTITIES: Dict[str, Dict[str, Any]] = {
+    "MaskRCNN-ResNet50": {"depth": 50, "num_stages": 3, "return_idx": [2]},
+    "MaskRCNN-ResNet50-FPN": {"depth": 50},
+    "MaskRCNN-ResNet50-vd-FPN": {"depth": 50, "variant": "d"},
+    "MaskRCNN-ResNet101-FPN": {"depth": 101},
+    "MaskRCNN-ResNet101-vd-FPN": {"depth": 101, "variant": "d"},
+    "MaskRCNN-ResNeXt101-vd-FPN": {"depth": 101, "variant": "d", "groups": 64, "base_width": 4},
+    "Cascade-MaskRCNN-ResNet50-FPN": {"depth": 50},
+    "Cascade-MaskRCNN-ResNet50-vd-SSLDv2-FPN": {"depth": 50, "variant": "d", "lr_mult_list": LR_SSLD},
+}
+
+
+def _entries(prefix: str, layer: paddle.nn.Layer) -> List[List[Any]]:
+    return [[prefix + name, list(t.shape), str(t.dtype).replace("paddle.", "")]
+            for name, t in layer.state_dict().items()]
+
+
+@pytest.mark.parametrize("model", sorted(IDENTITIES))
+def test_backbone_neck_and_res5_entries_match_paddledetection(model: str) -> None:
+    """backbone.*, neck.* and (C4) bbox_head.head.* of the reference list: names, order, shapes, dtypes."""
+    reference = json.loads((FIXTURES / "params" / f"{model}.json").read_text())["params"]
+    backbone = ResNet(**IDENTITIES[model])
+    parts = {"backbone.": backbone}
+    if model == "MaskRCNN-ResNet50":
+        parts["bbox_head.head."] = Res5Head(depth=50)
+    else:
+        parts["neck."] = FPN(backbone.out_channels, 256, [1.0 / s for s in backbone.out_strides])
+    for prefix, layer in parts.items():
+        expected = [[n, list(s), d] for n, s, d in reference if n.startswith(prefix)]
+        assert _entries(prefix, layer) == expected, prefix
+    # ppdet's freeze_at 0 + freeze_norm: only the convs of res3..res5 train (the C4 head's convs too)
+    trainable = {prefix + n for prefix, layer in parts.items() for n, p in layer.named_parameters()
+                 if not p.stop_gradient}
+    trained_stages = ("backbone.res3", "backbone.res4", "backbone.res5", "bbox_head.head.res5")
+    expected_trainable = {n for n, _, _ in reference
+                          if n.startswith(trained_stages) and n.endswith("conv.weight")}
+    expected_trainable |= {n for n, _, _ in reference if n.startswith("neck.")}
+    assert trainable == expected_trainable
+
+
+def test_ssld_stage_learning_rates_and_frozen_norm_rate() -> None:
+    net = ResNet(depth=50, variant="d", base_channels=16, lr_mult_list=LR_SSLD)
+    params = dict(net.named_parameters())
+    for stage, lr in zip(("res2.res2a", "res3.res3a", "res4.res4a", "res5.res5a"), LR_SSLD):
+        assert params[f"{stage}.branch2b.conv.weight"].optimize_attr["learning_rate"] == pytest.approx(lr)
+        assert params[f"{stage}.branch2b.norm.weight"].optimize_attr["learning_rate"] == 0.0
+    assert params["conv1.conv1_1.conv.weight"].optimize_attr["learning_rate"] == 1.0
+
+
+@pytest.mark.parametrize("case", sorted(golden.CASES))
+def test_outputs_match_paddledetection(case: str) -> None:
+    """Same seeded weights and inputs as PaddleDetection's own layers (tools/make_backbone_golden.py)."""
+    expected = json.loads((FIXTURES / "ppdet_backbone_golden.json").read_text())[case]
+    got = golden.summary(golden.run_case(golden.OURS, golden.CASES[case]))
+    assert [g["shape"] for g in got] == [e["shape"] for e in expected]
+    for g, e in zip(got, expected):
+        scale = e["abs_mean"]
+        assert g["abs_mean"] == pytest.approx(scale, rel=1e-4)
+        assert g["sum"] == pytest.approx(e["sum"], abs=1e-4 * scale * np.prod(e["shape"]))
+        np.testing.assert_allclose(g["samples"], e["samples"], rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_basic_block_depths_build_and_run() -> None:
+    for depth in (18, 34):
+        net = ResNet(depth=depth, variant="d", base_channels=16)
+        net.eval()
+        assert net.out_channels == [16, 32, 64, 128]
+        shapes = [list(o.shape) for o in net(_image(1, 64))]
+        assert shapes == [[1, 16, 16, 16], [1, 32, 8, 8], [1, 64, 4, 4], [1, 128, 2, 2]]
+    assert Res5Head(depth=18, base_channels=16).out_channels == 128

@@ -16,7 +16,8 @@ from engine.weights import load_weights
 
 NARROW = RCNNArchitecture(base_channels=16, fpn_channels=32, box_head_dim=64, mask_head_channels=32)
 HEAD_ENTRIES = {"bbox_head.bbox_score.weight", "bbox_head.bbox_score.bias", "bbox_head.bbox_delta.weight",
-                "bbox_head.bbox_delta.bias", "mask_head.mask_fcn_logits.weight", "mask_head.mask_fcn_logits.bias"}
+                "bbox_head.bbox_delta.bias", "mask_head.mask_fcn_logits.weight",
+                "mask_head.mask_fcn_logits.bias"}
 
 
 def _random_state(model: nn.Layer, seed: int) -> Dict[str, np.ndarray]:
@@ -34,7 +35,8 @@ def test_matching_file_loads_every_entry(tmp_path: Path) -> None:
         np.testing.assert_array_equal(tensor.numpy(), state[name], err_msg=name)
 
 
-def test_other_num_classes_skips_only_the_class_heads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_other_num_classes_skips_only_the_class_heads(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
     source = build_model("MaskRCNN-ResNet50-FPN", NARROW, 5)
     state = _random_state(source, 1)
     path = tmp_path / "five_classes.pdparams"
@@ -88,3 +90,56 @@ def test_backbone_only_file_fills_the_backbone_by_suffix(tmp_path: Path) -> None
     loaded = model.state_dict()
     for name, value in state.items():
         np.testing.assert_array_equal(loaded["backbone." + name].numpy(), value, err_msg=name)
+
+
+class _Aliased(nn.Layer):
+    """One Linear registered under two names, as PaddleDetection's SOLOv2 registers some of its layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3, 2)
+        self.add_sublayer("bbox_head.head", self.head)
+
+
+def test_aliased_tensor_loads_from_either_name(tmp_path: Path) -> None:
+    assert list(_Aliased().state_dict()) == ["head.weight", "head.bias", "bbox_head.head.weight",
+                                             "bbox_head.head.bias"]
+    weight, bias = np.full([3, 2], 2.0, "float32"), np.full([2], 3.0, "float32")
+    for names in (("head.weight", "head.bias"), ("bbox_head.head.weight", "bbox_head.head.bias")):
+        path = tmp_path / "one_name.pdparams"
+        paddle.save({names[0]: paddle.to_tensor(weight), names[1]: paddle.to_tensor(bias)}, str(path))
+        model = _Aliased()
+        assert load_weights(model, path) == []
+        np.testing.assert_array_equal(model.head.weight.numpy(), weight)
+        np.testing.assert_array_equal(model.head.bias.numpy(), bias)
+
+
+def test_aliased_tensor_with_two_different_values_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "both.pdparams"
+    # each name its own value
+    state = {k: paddle.to_tensor(v) for k, v in _random_state(_Aliased(), 3).items()}
+    paddle.save(state, str(path))
+    with pytest.raises(WeightsError, match="head.weight"):
+        load_weights(_Aliased(), path)
+    same = {k: v for k, v in state.items() if k.startswith("head.")}
+    same.update({"bbox_head." + k: v for k, v in same.items()})
+    paddle.save(same, str(path))
+    model = _Aliased()
+    assert load_weights(model, path) == []
+    np.testing.assert_array_equal(model.head.weight.numpy(), same["head.weight"].numpy())
+
+
+def test_explicit_aliases_rename_file_entries(tmp_path: Path) -> None:
+    path = tmp_path / "renamed.pdparams"
+    paddle.save({"fc.w": paddle.ones([3, 2]), "fc.b": paddle.zeros([2])}, str(path))
+    model = nn.Linear(3, 2)
+    assert load_weights(model, path, aliases={"fc.w": "weight", "fc.b": "bias"}) == []
+    np.testing.assert_array_equal(model.weight.numpy(), np.ones([3, 2], "float32"))
+
+
+def test_suffix_is_optional_and_urls_are_refused(tmp_path: Path) -> None:
+    model = nn.Linear(3, 2)
+    paddle.save({"weight": paddle.ones([3, 2]), "bias": paddle.ones([2])}, str(tmp_path / "w.pdparams"))
+    assert load_weights(model, tmp_path / "w") == []
+    with pytest.raises(WeightsError, match="URL"):
+        load_weights(model, "https://example.com/w.pdparams")

@@ -15,13 +15,14 @@ from paddle.regularizer import L2Decay
 
 from ...errors import ConfigError
 
-BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
+BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3],
+                    152: [3, 8, 36, 3]}
 STAGE_STRIDES = [4, 8, 16, 32]  # res2..res5
 STAGE_WIDTHS = [1, 2, 4, 8]  # each stage's bottleneck width, in units of base_channels
 
 
 class ConvNormLayer(nn.Layer):
-    """Conv (no bias) + BatchNorm (+ ReLU): PaddleDetection's ConvNormLayer with `norm_type: bn`.
+    """Conv (no bias) + BatchNorm (+ ReLU), PaddleDetection's ConvNormLayer with `norm_type: bn`.
 
     With `freeze_norm` the BN affine parameters are not trained (stop_gradient) and the BN always
     normalises with its running statistics, which never change (`use_global_stats`), in train and
@@ -36,8 +37,9 @@ class ConvNormLayer(nn.Layer):
         norm_decay: L2 weight decay of the BN parameters (overrides the optimizer's global decay).
     """
 
-    def __init__(self, ch_in: int, ch_out: int, kernel: int, stride: int, groups: int = 1, relu: bool = False,
-                 lr: float = 1.0, freeze_norm: bool = True, norm_decay: float = 0.0) -> None:
+    def __init__(self, ch_in: int, ch_out: int, kernel: int, stride: int, groups: int = 1,
+                 relu: bool = False, lr: float = 1.0, freeze_norm: bool = True,
+                 norm_decay: float = 0.0) -> None:
         super().__init__()
         self.relu = relu
         self.conv = nn.Conv2D(ch_in, ch_out, kernel, stride=stride, padding=(kernel - 1) // 2, groups=groups,
@@ -45,7 +47,8 @@ class ConvNormLayer(nn.Layer):
         norm_lr = 0.0 if freeze_norm else lr
 
         def norm_attr() -> ParamAttr:
-            return ParamAttr(learning_rate=norm_lr, regularizer=L2Decay(norm_decay), trainable=not freeze_norm)
+            return ParamAttr(learning_rate=norm_lr, regularizer=L2Decay(norm_decay),
+                             trainable=not freeze_norm)
 
         self.norm = nn.BatchNorm2D(ch_out, weight_attr=norm_attr(), bias_attr=norm_attr(),
                                    use_global_stats=True if freeze_norm else None)
@@ -57,7 +60,7 @@ class ConvNormLayer(nn.Layer):
 
 
 class BottleNeck(nn.Layer):
-    """1x1 -> 3x3 (grouped for ResNeXt; carries the stride in variants b and d) -> 1x1 (x4), plus the shortcut.
+    """1x1 -> 3x3 (grouped for ResNeXt; the stride here in variants b-d) -> 1x1 (x4), plus the shortcut.
 
     The projection shortcut of the first block is a strided 1x1 conv (variant b), or for variant d a 2x2
     average pool then a 1x1 conv when the block downsamples.
@@ -71,8 +74,8 @@ class BottleNeck(nn.Layer):
         stride1, stride2 = (stride, 1) if variant == "a" else (1, stride)
         width = int(ch_out * (base_width / 64.0)) * groups
         if width < groups or width <= 0:
-            raise ConfigError(f"ResNeXt width {width} (ch_out {ch_out}, base_width {base_width}, groups {groups}) "
-                              "is too narrow: raise Architecture.base_channels")
+            raise ConfigError(f"ResNeXt width {width} (ch_out {ch_out}, base_width {base_width}, groups "
+                              f"{groups}) is too narrow: raise Architecture.base_channels")
         self.branch2a = ConvNormLayer(ch_in, width, 1, stride1, relu=True, **norm)
         self.branch2b = ConvNormLayer(width, width, 3, stride2, groups=groups, relu=True, **norm)
         self.branch2c = ConvNormLayer(width, ch_out * self.expansion, 1, 1, **norm)
@@ -142,7 +145,8 @@ class ResStage(nn.Layer):
         for i in range(count):
             layer = block(ch_in, ch_out, stride=2 if i == 0 and stage_num != 2 else 1, shortcut=i > 0,
                           variant=variant, groups=groups, base_width=base_width, **norm)
-            self.blocks.append(self.add_sublayer(block_name(stage_num, count, i), layer))
+            self.add_sublayer(block_name(stage_num, count, i), layer)
+            self.blocks.append(layer)
             ch_in = ch_out * block.expansion
         self.out_channels = ch_out * block.expansion
 
@@ -189,7 +193,8 @@ class ResNet(nn.Layer):
             stage = ResStage(block, ch_in, base_channels * STAGE_WIDTHS[i], BLOCKS_PER_STAGE[depth][i], i + 2,
                              variant=variant, groups=groups, base_width=base_width, lr=float(lr_mult_list[i]),
                              freeze_norm=freeze_norm, norm_decay=norm_decay)
-            self.res_layers.append(self.add_sublayer(f"res{i + 2}", stage))
+            self.add_sublayer(f"res{i + 2}", stage)
+            self.res_layers.append(stage)
             ch_in = stage.out_channels
         self.out_channels = [self.res_layers[i].out_channels for i in self.return_idx]
         self.out_strides = [STAGE_STRIDES[i] for i in self.return_idx]
@@ -249,14 +254,15 @@ def fold_norm(layer: nn.Layer) -> int:
         if not isinstance(sub, ConvNormLayer) or not sub.freeze_norm or isinstance(sub.norm, nn.Identity):
             continue
         norm, conv = sub.norm, sub.conv
-        scale = norm.weight / paddle.sqrt(norm._variance + norm._epsilon)
+        assert norm.weight is not None and norm.bias is not None  # ConvNormLayer's BN is always affine
+        gamma, beta = norm.weight.detach(), norm.bias.detach()
+        scale = gamma / paddle.sqrt(norm._variance + norm._epsilon)
         weight = conv.weight * scale.reshape([-1, 1, 1, 1])
-        bias = norm.bias - norm._mean * scale
+        bias = beta - norm._mean * scale
         conv.weight.set_value(weight)
         conv.bias = conv.create_parameter(shape=bias.shape, dtype=bias.dtype, is_bias=True)
         conv.bias.set_value(bias)
         conv.bias.stop_gradient = True
-        sub.norm = nn.Identity()
+        sub.norm = nn.Identity()  # type: ignore[assignment]
         folded += 1
     return folded
-

@@ -1,7 +1,8 @@
 """Res5 RoI feature extractor of the C4 Mask R-CNN: the backbone's res5 stage run on 14x14 RoI features.
 
 Parameter names are an external contract: they reproduce PaddleDetection's state_dict
-(`bbox_head.head.res5.res5a.branch2a.conv.weight`, ...; see ../shared/reference/params/MaskRCNN-ResNet50.json).
+(`bbox_head.head.res5.res5a.branch2a.conv.weight`, ...;
+see ../shared/reference/params/MaskRCNN-ResNet50.json).
 """
 from typing import Optional
 

@@ -44,24 +44,29 @@ class FPN(nn.Layer):
         self.extra_levels = extra_levels
         self.out_channels = [out_channel] * len(scales)
         self.out_strides = [int(round(1.0 / s)) for s in scales]
-        self.lateral_convs: List[nn.Conv2D] = []  # plain lists: registered once, under PaddleDetection's names
+        # plain lists: each conv is registered once, under PaddleDetection's name
+        self.lateral_convs: List[nn.Conv2D] = []
         self.fpn_convs: List[nn.Conv2D] = []
         first = 4 - len(in_channels)  # stage index of the first input: 0 = res2 .. 3 = res5
         fan = out_channel * 3 * 3
         for i, ch in enumerate(in_channels, start=first):
             name = "fpn_inner_res5_sum" if i == 3 else f"fpn_inner_res{i + 2}_sum_lateral"
-            lateral = nn.Conv2D(ch, out_channel, 1, weight_attr=ParamAttr(initializer=XavierUniform(fan_out=ch)))
-            self.lateral_convs.append(self.add_sublayer(name, lateral))
+            lateral = nn.Conv2D(ch, out_channel, 1,
+                                weight_attr=ParamAttr(initializer=XavierUniform(fan_out=ch)))
+            self.add_sublayer(name, lateral)
+            self.lateral_convs.append(lateral)
             output = nn.Conv2D(out_channel, out_channel, 3, padding=1,
                                weight_attr=ParamAttr(initializer=XavierUniform(fan_out=fan)))
-            self.fpn_convs.append(self.add_sublayer(f"fpn_res{i + 2}_sum", output))
+            self.add_sublayer(f"fpn_res{i + 2}_sum", output)
+            self.fpn_convs.append(output)
 
     def forward(self, feats: Sequence[paddle.Tensor]) -> List[paddle.Tensor]:
         """Backbone stages [N, in_channels[i], H_i, W_i] (each twice the size of the next: pad inputs to a
         multiple of the coarsest stride) -> levels [N, out_channel, H_i, W_i], then the extra level."""
         laterals = [conv(f) for conv, f in zip(self.lateral_convs, feats)]
         for lvl in range(len(laterals) - 1, 0, -1):
-            laterals[lvl - 1] = laterals[lvl - 1] + F.interpolate(laterals[lvl], scale_factor=2.0, mode="nearest")
+            upsampled = F.interpolate(laterals[lvl], scale_factor=2.0, mode="nearest")
+            laterals[lvl - 1] = laterals[lvl - 1] + upsampled
         outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals)]
         if self.extra_levels:
             outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))
