@@ -265,3 +265,9 @@ def test_setup_device_on_cpu():
     finally:
         paddle.set_flags(before)
         paddle.base.core.set_num_threads(1)
+
+
+def test_duplicate_yaml_key_is_an_error(tmp_path):
+    path = _write(tmp_path / "dup.yaml", "Train:\n  batch_size: 3\nTrain:\n  epochs_iters: 2\n")
+    msg = _error(path, [])
+    assert "dup.yaml" in msg and "duplicate key 'Train'" in msg and "line 3" in msg

@@ -16,7 +16,18 @@ from engine.errors import ConfigError
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-4` / `5E3` as floats (PyYAML's YAML 1.1 needs `1.0e-4`)."""
+    """SafeLoader that reads `1e-4` / `5E3` as floats (PyYAML's YAML 1.1 needs `1.0e-4`) and rejects
+    duplicate keys (PyYAML keeps the last silently: a second `Train:` would drop the first one's keys)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 ConfigLoader.add_implicit_resolver(
