@@ -271,3 +271,10 @@ def test_duplicate_yaml_key_is_an_error(tmp_path):
     path = _write(tmp_path / "dup.yaml", "Train:\n  batch_size: 3\nTrain:\n  epochs_iters: 2\n")
     msg = _error(path, [])
     assert "dup.yaml" in msg and "duplicate key 'Train'" in msg and "line 3" in msg
+
+
+def test_broken_yaml_names_file_and_line(tmp_path):
+    path = _write(tmp_path / "broken.yaml", "Train:\n  batch_size: [1, 2\n")
+    msg = _error(path, [])
+    assert msg.startswith("Config file ") and "broken.yaml is not valid YAML, line " in msg
+    assert "\n" not in msg

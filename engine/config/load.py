@@ -89,6 +89,10 @@ def read_layers(path: Path, chain: Tuple[Path, ...] = ()) -> List[Layer]:
         raise ConfigError(f"Config file not found: {label}{where}.")
     try:
         data = yaml_load(resolved.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"Config file {label} is not valid YAML{where}: {exc.problem or exc}.") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Config file {label} is not valid YAML: {exc}") from None
     if data is None:
