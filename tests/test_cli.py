@@ -128,3 +128,17 @@ def test_setup_logging_is_idempotent_and_writes_file(tmp_path, capsys):
     assert capsys.readouterr().err.count("hello 5") == 1
     setup_logging()
     assert logger.level == logging.INFO
+
+
+def test_multi_gpu_training_goes_through_paddle_launch(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.delenv("PADDLE_TRAINER_ID", raising=False)
+    monkeypatch.delenv("PADDLE_TRAINERS_NUM", raising=False)
+    monkeypatch.setattr(modes.subprocess, "call", lambda cmd: calls.append(cmd) or 7)
+    argv = ["-o", "Global.mode=train", "Global.device=gpu:0,1", f"Global.output={tmp_path}"]
+    cfg = load_config(None, argv[1:])
+    assert modes.run_mode(cfg, argv) == 7  # the launcher's exit code
+    (cmd,) = calls
+    assert cmd[:5] == [sys.executable, "-m", "paddle.distributed.launch", "--devices", "0,1"]
+    assert cmd[-4:] == argv and cmd[-5] == str(REPO / "main.py")
+    assert not (tmp_path / "train_result.json").exists()  # rank 0 of the launched run writes it

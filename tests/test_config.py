@@ -278,3 +278,9 @@ def test_broken_yaml_names_file_and_line(tmp_path):
     msg = _error(path, [])
     assert msg.startswith("Config file ") and "broken.yaml is not valid YAML, line " in msg
     assert "\n" not in msg
+
+
+def test_empty_section_header_is_allowed(tmp_path):
+    path = _write(tmp_path / "empty.yaml", "Train:\n  # epochs_iters: 3\nEvaluate:\n")
+    cfg = load_config(str(path), [])
+    assert cfg.Train.epochs_iters == 12 and cfg.Evaluate.batch_size == 1

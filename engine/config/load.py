@@ -150,6 +150,8 @@ def _merge(node: DictConfig, data: Dict[str, Any], path: List[str], source: str,
             raise ConfigError(_unknown_key(node, path, key, source))
         child = node._get_node(key)
         if isinstance(child, DictConfig):
+            if value is None:  # a section header whose keys are all commented out
+                continue
             if not isinstance(value, dict):
                 raise ConfigError(f"{key_path} (from {source}) is a section: give it a mapping of keys, "
                                   f"not {value!r}. Its keys: {', '.join(map(str, child.keys())) or 'none'}.")
