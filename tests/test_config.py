@@ -284,3 +284,14 @@ def test_empty_section_header_is_allowed(tmp_path):
     path = _write(tmp_path / "empty.yaml", "Train:\n  # epochs_iters: 3\nEvaluate:\n")
     cfg = load_config(str(path), [])
     assert cfg.Train.epochs_iters == 12 and cfg.Evaluate.batch_size == 1
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_saved_config_loads_back(path, tmp_path):
+    """The trainer saves OmegaConf.to_yaml(cfg) as config.yaml; evaluate/predict/api load it again."""
+    from omegaconf import OmegaConf
+
+    cfg = load_config(str(path), ["Train.learning_rate=1e-5"])
+    saved = _write(tmp_path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    again = load_config(str(saved), [])
+    assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg)
