@@ -220,3 +220,15 @@ def test_basic_block_depths_build_and_run() -> None:
         shapes = [list(o.shape) for o in net(_image(1, 64))]
         assert shapes == [[1, 16, 16, 16], [1, 32, 8, 8], [1, 64, 4, 4], [1, 128, 2, 2]]
     assert Res5Head(depth=18, base_channels=16).out_channels == 128
+
+
+def test_fold_norm_folds_trainable_norms_and_res5_head_for_inference() -> None:
+    head = Res5Head(depth=50, base_channels=16, freeze_norm=False)
+    head.train()
+    head(paddle.randn([4, 256, 14, 14]))  # moves the running statistics away from (0, 1)
+    head.eval()
+    x = paddle.randn([2, 256, 14, 14])
+    expected = head(x).numpy()
+    assert fold_norm(head) == 10 and fold_norm(head) == 0
+    assert not any(".norm." in name for name in head.state_dict())
+    np.testing.assert_allclose(head(x).numpy(), expected, rtol=1e-4, atol=1e-4)

@@ -4,10 +4,12 @@ import sys
 from pathlib import Path
 
 import paddle.nn as nn
+import pytest
 
 from engine.models.zoo import build_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
 import dump_params  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "params"
@@ -28,3 +30,11 @@ def test_aliases_are_second_names_of_one_tensor() -> None:
                                  ["bbox_head.head.bias", "head.bias"]]
     assert [p[0] for p in record["params"]] == ["head.weight", "head.bias", "bbox_head.head.weight",
                                                 "bbox_head.head.bias"]
+
+
+def test_command_line_dumps_a_config(capsys: pytest.CaptureFixture) -> None:
+    name = "MaskRCNN-ResNet50-vd-FPN"
+    assert dump_params.main(["-c", str(REPO / "configs" / f"{name}.yaml"), "-o", "Train.num_classes=80"]) == 0
+    assert capsys.readouterr().out == (FIXTURES / f"{name}.json").read_text()
+    assert dump_params.main(["-c", str(REPO / "configs" / f"{name}.yaml"), "-o", "Train.num_clases=80"]) == 2
+    assert "num_classes" in capsys.readouterr().err

@@ -243,22 +243,23 @@ def _check_args(depth: int, variant: str, base_channels: int, lr_mult_list: Sequ
 
 
 def fold_norm(layer: nn.Layer) -> int:
-    """Fold every frozen BN (ConvNormLayer with freeze_norm) into its conv, for inference / export.
+    """Fold the BN of every ConvNormLayer under `layer` into its conv, for inference / export only.
 
-    The conv gets weight * gamma / sqrt(var + eps) and a bias beta - mean * gamma / sqrt(var + eps); the BN
-    becomes the identity. The layer's state_dict changes (new conv biases, BN entries remain but are unused),
-    so fold a copy you will not save as training weights. Returns how many layers were folded.
+    The conv gets weight * gamma / sqrt(var + eps) and a bias beta - mean * gamma / sqrt(var + eps), and the
+    BN is replaced by the identity: the output is eval-mode BN's (running statistics), one kernel fewer per
+    conv. The state_dict changes (conv biases added, BN entries gone), so fold a model you will not train or
+    save as training weights. Returns how many layers were folded (0 on a second call).
     """
     folded = 0
     for sub in layer.sublayers(include_self=True):
-        if not isinstance(sub, ConvNormLayer) or not sub.freeze_norm or isinstance(sub.norm, nn.Identity):
+        if not isinstance(sub, ConvNormLayer) or not isinstance(sub.norm, nn.BatchNorm2D):
             continue
         norm, conv = sub.norm, sub.conv
         assert norm.weight is not None and norm.bias is not None  # ConvNormLayer's BN is always affine
-        gamma, beta = norm.weight.detach(), norm.bias.detach()
-        scale = gamma / paddle.sqrt(norm._variance + norm._epsilon)
-        weight = conv.weight * scale.reshape([-1, 1, 1, 1])
-        bias = beta - norm._mean * scale
+        with paddle.no_grad():
+            scale = norm.weight / paddle.sqrt(norm._variance + norm._epsilon)
+            weight = conv.weight * scale.reshape([-1, 1, 1, 1])
+            bias = norm.bias - norm._mean * scale
         conv.weight.set_value(weight)
         conv.bias = conv.create_parameter(shape=bias.shape, dtype=bias.dtype, is_bias=True)
         conv.bias.set_value(bias)
