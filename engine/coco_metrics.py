@@ -57,8 +57,8 @@ def _run_fast(gt: COCO, results: List[Dict[str, Any]], iou_type: str) -> Any:
 
     with contextlib.redirect_stdout(io.StringIO()):
         fgt = FCOCO()
-        # A shallow copy of the dataset dict: faster-coco-eval adds keys to it while indexing.
-        fgt.dataset = dict(gt.dataset)
+        # Copies of the annotation dicts: faster-coco-eval adds keys ('ignore', 'rle') to them.
+        fgt.dataset = {**gt.dataset, "annotations": [dict(a) for a in gt.dataset.get("annotations", [])]}
         fgt.createIndex()
         fdt = fgt.loadRes(copy.copy(results))
         ev = COCOeval_faster(fgt, fdt, iou_type, print_function=lambda *a, **k: None)

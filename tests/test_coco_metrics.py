@@ -162,3 +162,19 @@ def test_tied_scores_and_over_100_detections(tmp_path, backend):
     for t in ("bbox", "segm"):
         ev, _ = _reference(tmp_path / "g.json", tmp_path / "r.json", t)
         np.testing.assert_allclose(out[t]["stats"], ev.stats, rtol=0, atol=1e-9)
+
+
+def test_backends_share_one_gt_object(files):
+    """One COCO object evaluated by both backends in turn: same numbers; fast leaves its annotations as they were."""
+    import copy
+
+    from engine.coco_metrics import load_gt
+
+    gt_path, res_path = files
+    gt = load_gt(str(gt_path))
+    before = copy.deepcopy(gt.dataset["annotations"])
+    fast = evaluate_coco(gt, json.loads(res_path.read_text()), backend="fast")
+    assert gt.dataset["annotations"] == before
+    ref = evaluate_coco(gt, json.loads(res_path.read_text()), backend="pycocotools")
+    for t in ("bbox", "segm"):
+        np.testing.assert_allclose(fast[t]["stats"], ref[t]["stats"], rtol=0, atol=1e-9)
