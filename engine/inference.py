@@ -4,6 +4,7 @@ Everything comes from the model directory: the graph, the weights and inference.
 draw threshold). No training code is imported, so this module and engine.results are all a deployment
 needs besides numpy, OpenCV and Paddle.
 """
+import logging
 import os
 import tempfile
 import urllib.request
@@ -22,6 +23,8 @@ FORMAT_VERSION = 1  # newest inference.yml format this reader understands (engin
 MODEL_FILES = ("inference.json", "inference.pdmodel")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 RUN_MODES = ("paddle", "mkldnn", "trt_fp32", "trt_fp16")
+
+logger = logging.getLogger("instseg")
 
 InputType = Union[str, os.PathLike, np.ndarray, Sequence[Any]]
 
@@ -70,8 +73,14 @@ def _device(device: Optional[str]) -> Tuple[str, int]:
 
 def build_config(model_file: Path, params: Path, device: Optional[str], cpu_threads: Optional[int],
                  run_mode: str) -> "paddle_infer.Config":
-    """A Paddle Inference config: oneDNN on CPU with `cpu_threads` threads, GPU when asked or available,
-    TensorRT only for run_mode trt_* on a Paddle built with it."""
+    """A Paddle Inference config: on CPU `cpu_threads` threads with Paddle's own kernels (run_mode paddle)
+    or oneDNN (mkldnn); GPU when asked or available; TensorRT only for run_mode trt_* on a Paddle built
+    with it.
+
+    oneDNN is opt-in: in Paddle 3.3.1 its PIR executor segfaults on the R-CNN graphs (Cascade, and
+    Mask R-CNN at 800x1333) and cannot run nearest_interp (FPN upsampling), so the default must be the
+    kernels that run every graph exactly.
+    """
     if run_mode not in RUN_MODES:
         raise ConfigError(f"run_mode must be one of {', '.join(RUN_MODES)}, got {run_mode!r}.")
     config = paddle_infer.Config(str(model_file), str(params))
@@ -88,7 +97,10 @@ def build_config(model_file: Path, params: Path, device: Optional[str], cpu_thre
         if run_mode.startswith("trt"):
             raise ConfigError(f"run_mode {run_mode} needs a GPU; on CPU use run_mode=paddle or mkldnn.")
         config.disable_gpu()
-        config.enable_mkldnn()
+        if run_mode == "mkldnn":
+            config.enable_mkldnn()
+        else:
+            config.disable_mkldnn()
         config.set_cpu_math_library_num_threads(int(cpu_threads or os.cpu_count() or 1))
     config.switch_ir_optim(True)
     # Paddle 3.3 + oneDNN: inplace_pass reuses a buffer that common-subexpression elimination made
@@ -210,7 +222,9 @@ class DeployPredictor:
         device: "cpu", "gpu" or "gpu:<id>"; None = GPU when available, else CPU.
         threshold: score threshold; None = inference.yml draw_threshold.
         cpu_threads: CPU math threads (None = all cores).
-        run_mode: paddle (oneDNN on CPU) | mkldnn | trt_fp32 | trt_fp16 (GPU with TensorRT only).
+        run_mode: paddle (Paddle's kernels) | mkldnn (oneDNN on CPU, opt-in; falls back to paddle when
+            oneDNN rejects an op, but can crash on some graphs, see build_config) | trt_fp32 | trt_fp16
+            (GPU with TensorRT only).
     """
 
     def __init__(self, model_dir: Union[str, os.PathLike], device: Optional[str] = None,
@@ -223,8 +237,9 @@ class DeployPredictor:
         self.threshold = threshold
         self.preprocessor = Preprocessor(self.info["Preprocess"])
         self.output_names = list(self.info.get("outputs", ["bbox", "bbox_num", "mask"]))
-        self.predictor = paddle_infer.create_predictor(
-            build_config(model_file, params, device, cpu_threads, run_mode))
+        self._build = (model_file, params, device, cpu_threads)
+        self.run_mode = run_mode
+        self.predictor = paddle_infer.create_predictor(build_config(*self._build, run_mode))
 
     def _threshold(self, threshold: Optional[float]) -> float:
         for value in (threshold, self.threshold, self.info.get("draw_threshold")):
@@ -235,11 +250,25 @@ class DeployPredictor:
     def raw(self, images: List[np.ndarray]) -> Dict[str, np.ndarray]:
         """The graph's outputs for BGR images: bbox [K, 6], bbox_num [N], mask [K, Hm, Wm]."""
         feeds = self.preprocessor.batch(images)
+        try:
+            self._run(feeds)
+        except (NotImplementedError, RuntimeError) as exc:
+            if self.run_mode != "mkldnn" or _device(self._build[2])[0] != "cpu":
+                raise
+            # Paddle 3.3's oneDNN executor rejects some ops (e.g. nearest_interp's float-list attribute):
+            # fall back to Paddle's own CPU kernels, which run every op of the graph.
+            logger.warning("oneDNN cannot run this model (%s); using Paddle's native CPU kernels.",
+                           str(exc).splitlines()[0][:200])
+            self.run_mode = "paddle"
+            self.predictor = paddle_infer.create_predictor(build_config(*self._build, "paddle"))
+            self._run(feeds)
+        outs = [self.predictor.get_output_handle(n).copy_to_cpu() for n in self.predictor.get_output_names()]
+        return dict(zip(self.output_names, outs))
+
+    def _run(self, feeds: Dict[str, np.ndarray]) -> None:
         for name in self.predictor.get_input_names():
             self.predictor.get_input_handle(name).copy_from_cpu(feeds[name])
         self.predictor.run()
-        outs = [self.predictor.get_output_handle(n).copy_to_cpu() for n in self.predictor.get_output_names()]
-        return dict(zip(self.output_names, outs))
 
     def predict(self, input: InputType, batch_size: int = 1,
                 threshold: Optional[float] = None) -> Iterator[InstanceSegResult]:
