@@ -26,8 +26,7 @@ class ConvNormLayer(nn.Layer):
 
     With `freeze_norm` the BN affine parameters are not trained (stop_gradient) and the BN always
     normalises with its running statistics, which never change (`use_global_stats`), in train and
-    eval mode alike: a frozen BN is a fixed per-channel affine map that `fold_norm` can merge into
-    the conv for inference.
+    eval mode alike: a fixed per-channel affine map (`fold_norm` can merge it into the conv).
 
     Args:
         ch_in, ch_out, kernel, stride, groups: the convolution ("same" padding, (kernel - 1) // 2).
@@ -246,9 +245,11 @@ def fold_norm(layer: nn.Layer) -> int:
     """Fold the BN of every ConvNormLayer under `layer` into its conv, for inference / export only.
 
     The conv gets weight * gamma / sqrt(var + eps) and a bias beta - mean * gamma / sqrt(var + eps), and the
-    BN is replaced by the identity: the output is eval-mode BN's (running statistics), one kernel fewer per
-    conv. The state_dict changes (conv biases added, BN entries gone), so fold a model you will not train or
-    save as training weights. Returns how many layers were folded (0 on a second call).
+    BN is replaced by the identity: the output is eval-mode BN's (running statistics). Not a speed-up in
+    dygraph (Paddle adds a conv bias as its own op, so conv + add replaces conv + BN; measured equal on CPU),
+    and Paddle Inference's conv_bn_fuse_pass folds exported models by itself; it is for tools that want a
+    BN-free graph. The state_dict changes (conv biases added, BN entries gone), so fold a model you will
+    not train or save as training weights. Returns how many layers were folded (0 on a second call).
     """
     folded = 0
     for sub in layer.sublayers(include_self=True):
