@@ -9,10 +9,12 @@ import os
 import tempfile
 import urllib.request
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
+import paddle
 import yaml
 from paddle import inference as paddle_infer
 
@@ -58,10 +60,21 @@ def read_inference_config(model_dir: Union[str, os.PathLike]) -> Tuple[Dict[str,
     return info, model_file, params
 
 
+@contextmanager
+def _onednn_flag(enabled: bool) -> Iterator[None]:
+    """Hold Paddle's global FLAGS_use_mkldnn at `enabled` (engine.device sets it for training, and Paddle
+    Inference obeys it over Config.disable_mkldnn) and restore it afterwards."""
+    before = paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"]
+    paddle.set_flags({"FLAGS_use_mkldnn": enabled})
+    try:
+        yield
+    finally:
+        paddle.set_flags({"FLAGS_use_mkldnn": before})
+
+
 def _device(device: Optional[str]) -> Tuple[str, int]:
     """('cpu' | 'gpu', id); None = GPU 0 when Paddle has CUDA and sees a GPU, else CPU."""
     if device is None:
-        import paddle  # only for the device query
         if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
             return "gpu", 0
         return "cpu", 0
@@ -239,7 +252,7 @@ class DeployPredictor:
         self.output_names = list(self.info.get("outputs", ["bbox", "bbox_num", "mask"]))
         self._build = (model_file, params, device, cpu_threads)
         self.run_mode = run_mode
-        self.predictor = paddle_infer.create_predictor(build_config(*self._build, run_mode))
+        self.predictor = self._create(run_mode)
 
     def _threshold(self, threshold: Optional[float]) -> float:
         for value in (threshold, self.threshold, self.info.get("draw_threshold")):
@@ -260,15 +273,20 @@ class DeployPredictor:
             logger.warning("oneDNN cannot run this model (%s); using Paddle's native CPU kernels.",
                            str(exc).splitlines()[0][:200])
             self.run_mode = "paddle"
-            self.predictor = paddle_infer.create_predictor(build_config(*self._build, "paddle"))
+            self.predictor = self._create("paddle")
             self._run(feeds)
         outs = [self.predictor.get_output_handle(n).copy_to_cpu() for n in self.predictor.get_output_names()]
         return dict(zip(self.output_names, outs))
 
+    def _create(self, run_mode: str) -> Any:
+        with _onednn_flag(run_mode == "mkldnn"):
+            return paddle_infer.create_predictor(build_config(*self._build, run_mode))
+
     def _run(self, feeds: Dict[str, np.ndarray]) -> None:
         for name in self.predictor.get_input_names():
             self.predictor.get_input_handle(name).copy_from_cpu(feeds[name])
-        self.predictor.run()
+        with _onednn_flag(self.run_mode == "mkldnn"):
+            self.predictor.run()
 
     def predict(self, input: InputType, batch_size: int = 1,
                 threshold: Optional[float] = None) -> Iterator[InstanceSegResult]:

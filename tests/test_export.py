@@ -222,3 +222,72 @@ def test_bad_run_mode_and_device(exported):
         DeployPredictor(exported[2], device="cpu", run_mode="trt_fp16")
     with pytest.raises(ConfigError, match="cpu or gpu"):
         DeployPredictor(exported[2], device="tpu")
+
+
+def run_cli(*overrides: str) -> "subprocess.CompletedProcess":
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "main.py")] + [a for o in overrides for a in ("-o", o)]
+    return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def demo_weights(tmp_path_factory):
+    """The demo config's model (tiny Mask R-CNN FPN, 3 classes) with seeded weights in a .pdparams."""
+    from engine.config.load import load_config
+    from engine.models.zoo import build_model
+    tmp = tmp_path_factory.mktemp("cli")
+    cfg = load_config(None, [])
+    paddle.seed(0)
+    model = build_model(cfg.Global.model, cfg.Architecture, int(cfg.Train.num_classes))
+    paddle.save(model.state_dict(), str(tmp / "w.pdparams"))
+    return tmp, tmp / "w.pdparams"
+
+
+def test_cli_export_then_predict_directory(demo_weights):
+    tmp, weights = demo_weights
+    small = ["EvalReader.short_sizes=[64]", "EvalReader.max_size=96"]
+    done = run_cli("Global.mode=export", f"Export.weight_path={weights}", f"Global.output={tmp / 'out'}", *small)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp / "out" / "export_result.json").read_text())
+    assert result["done_flag"] is True and Path(result["save_dir"]) == tmp / "out" / "inference"
+    info = yaml.safe_load((tmp / "out" / "inference" / "inference.yml").read_text())
+    demo = json.loads((Path(__file__).resolve().parents[1] / "demo_data/instance_seg/annotations/"
+                       "instance_val.json").read_text())
+    assert info["label_list"] == [c["name"] for c in sorted(demo["categories"], key=lambda c: c["id"])]
+    assert info["Preprocess"][0]["target_size"] == [64, 96]
+
+    inputs = tmp / "inputs"
+    inputs.mkdir()
+    for name, img in zip(["x.jpg", "y.png"], images(2)):
+        cv2.imwrite(str(inputs / name), img)
+    done = run_cli("Global.mode=predict", f"Predict.model_dir={tmp / 'out' / 'inference'}",
+                   f"Predict.input={inputs}", f"Global.output={tmp / 'pred'}", "Predict.threshold=0.0")
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = sorted(p.name for p in (tmp / "pred").iterdir())
+    assert {"x_res.json", "x_res.jpg", "y_res.json", "y_res.png", "predict_result.json"} <= set(names)
+    saved = json.loads((tmp / "pred" / "x_res.json").read_text())
+    res = saved.get("res", saved)  # the results module owns the file layout
+    assert res["input_path"].endswith("x.jpg") and isinstance(res["boxes"], list)
+    assert len(res["masks"]) == len(res["boxes"])
+    assert json.loads((tmp / "pred" / "predict_result.json").read_text())["num_images"] == 2
+
+
+def test_export_rejects_weights_of_another_num_classes(demo_weights):
+    tmp, weights = demo_weights
+    done = run_cli("Global.mode=export", f"Export.weight_path={weights}", f"Global.output={tmp / 'bad'}",
+                   "Train.num_classes=5")
+    assert done.returncode == 1
+    result = json.loads((tmp / "bad" / "export_result.json").read_text())
+    assert result["done_flag"] is False and result["err_type"] == "WeightsError"
+    assert "do not fit" in result["err_msg"] and "num_classes=5" in result["err_msg"]
+    assert not (tmp / "bad" / "inference").exists()
+
+
+def test_export_without_weights_is_a_clear_error(tmp_path):
+    done = run_cli("Global.mode=export", f"Global.output={tmp_path}")
+    assert done.returncode == 1
+    result = json.loads((tmp_path / "export_result.json").read_text())
+    assert "best_model.pdparams does not exist" in result["err_msg"]
