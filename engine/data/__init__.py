@@ -1,0 +1,1 @@
+"""Data pipeline: COCO instance dataset, transforms, batching and loaders (contract: docs/ENGINE.md)."""

@@ -1,0 +1,85 @@
+"""Loaders over `paddle.io.DataLoader`: seeded per epoch, worker processes, data-parallel sampling."""
+import functools
+from typing import Any, Dict, Iterator, Optional
+
+import numpy as np
+import paddle
+from omegaconf import DictConfig
+
+from .batching import collate
+from .coco import CocoInstances
+from .transforms import apply_reader
+
+
+class ReaderDataset(paddle.io.Dataset):
+    """A CocoInstances with the reader's transforms; randomness from (seed, epoch, index) only, so a
+    resumed run and any worker layout see the same augmentations."""
+
+    def __init__(self, source: CocoInstances, reader: Any, train: bool, seed: int) -> None:
+        super().__init__()
+        self.source, self.reader, self.train, self.seed = source, reader, train, seed
+        self.epoch = 0
+        self.coco, self.cat_ids, self.label_names = source.coco, source.cat_ids, source.label_names
+        self.ann_file = source.ann_file
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        sample = self.source.load(int(index))
+        if not self.train:
+            for key in ("gt_bbox", "gt_mask", "gt_class", "is_crowd"):
+                sample.pop(key)
+        return apply_reader(sample, self.reader, rng, self.train)
+
+
+class EpochBatchSampler(paddle.io.DistributedBatchSampler):
+    """DistributedBatchSampler whose `set_epoch` also reseeds the dataset's augmentations."""
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.dataset.epoch = epoch
+
+
+class Loader:
+    """Iterates batches of paddle tensors (docs/ENGINE.md); samples are collated in the workers."""
+
+    def __init__(self, dataset: ReaderDataset, batch_sampler: EpochBatchSampler, num_workers: int,
+                 pad_stride: int) -> None:
+        self.dataset, self.batch_sampler, self.num_workers = dataset, batch_sampler, num_workers
+        self._loader = paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
+                                            collate_fn=functools.partial(collate, pad_stride=pad_stride),
+                                            return_list=True)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        for batch in self._loader:
+            yield to_tensors(batch)
+
+
+def to_tensors(batch: Dict[str, Any]) -> Dict[str, Any]:
+    """Batch leaves as paddle tensors (the DataLoader converts most; lists stay lists of tensors)."""
+    out: Dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, list):
+            out[key] = [v if isinstance(v, paddle.Tensor) else paddle.to_tensor(v) for v in value]
+        else:
+            out[key] = value if isinstance(value, paddle.Tensor) else paddle.to_tensor(value)
+    return out
+
+
+def build_loader(cfg: DictConfig, split: str, shuffle: Optional[bool] = None,
+                 batch_size: Optional[int] = None) -> Loader:
+    """Loader of `split` ("train": TrainReader, shuffled, drop_last; "val": EvalReader, every image once)."""
+    train = split == "train"
+    reader = cfg.TrainReader if train else cfg.EvalReader
+    source = CocoInstances(cfg.Global.dataset_dir, split, skip_empty=train and bool(reader.skip_empty))
+    dataset = ReaderDataset(source, reader, train, int(cfg.Global.seed))
+    size = batch_size or (int(cfg.Train.batch_size) if train else int(cfg.Evaluate.batch_size))
+    sampler = EpochBatchSampler(dataset, batch_size=size, shuffle=train if shuffle is None else shuffle,
+                                drop_last=train and len(dataset) >= size)
+    workers = int(cfg.Train.num_workers)
+    return Loader(dataset, sampler, workers, int(reader.pad_stride))

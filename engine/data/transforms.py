@@ -1,0 +1,87 @@
+"""Geometric and photometric transforms on one sample, as numpy/cv2 ops over all instances at once.
+
+A sample is a dict: `image` uint8 [H, W, 3] RGB; `gt_bbox` float32 [M, 4] x1, y1, x2, y2; `gt_mask` uint8
+[M, H, W]; `gt_class`, `is_crowd` int32 [M]; plus `im_id`, `ori_shape`. Masks and boxes move together.
+"""
+from typing import Dict, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+Sample = Dict[str, np.ndarray]
+_CV_MAX_CHANNELS = 512  # cv2.resize handles at most 512 channels per call
+
+
+def target_size(height: int, width: int, short: int, max_size: int, keep_ratio: bool) -> Tuple[int, int]:
+    """Output (h, w): short side `short` capped so the long side stays ≤ `max_size`, or (short, max_size)."""
+    if not keep_ratio:
+        return short, max_size
+    scale = min(short / min(height, width), max_size / max(height, width))
+    return int(round(height * scale)), int(round(width * scale))
+
+
+def resize_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of a [M, h, w] uint8 stack to [M, height, width]."""
+    if masks.shape[0] == 0:
+        return np.zeros((0, height, width), np.uint8)
+    out = []
+    for start in range(0, masks.shape[0], _CV_MAX_CHANNELS):
+        chunk = np.ascontiguousarray(masks[start:start + _CV_MAX_CHANNELS].transpose(1, 2, 0))
+        resized = cv2.resize(chunk, (width, height), interpolation=cv2.INTER_NEAREST)
+        out.append(resized.reshape(height, width, -1).transpose(2, 0, 1))
+    return np.concatenate(out, axis=0)
+
+
+def resize(sample: Sample, short: int, max_size: int, keep_ratio: bool) -> Sample:
+    """Resize image, masks and boxes; record `im_shape` and `scale_factor` (h, w) = resized / original."""
+    h, w = sample["image"].shape[:2]
+    new_h, new_w = target_size(h, w, short, max_size, keep_ratio)
+    sy, sx = new_h / h, new_w / w
+    sample["image"] = cv2.resize(sample["image"], (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    if "gt_mask" in sample:
+        sample["gt_mask"] = resize_masks(sample["gt_mask"], new_h, new_w)
+        sample["gt_bbox"] = sample["gt_bbox"] * np.array([sx, sy, sx, sy], np.float32)
+    sample["im_shape"] = np.array([new_h, new_w], np.float32)
+    sample["scale_factor"] = np.array([sy, sx], np.float32)
+    return sample
+
+
+def hflip(sample: Sample) -> Sample:
+    """Mirror image, masks and boxes left-right."""
+    w = sample["image"].shape[1]
+    sample["image"] = sample["image"][:, ::-1]
+    if "gt_mask" in sample:
+        sample["gt_mask"] = sample["gt_mask"][:, :, ::-1]
+        boxes = sample["gt_bbox"].copy()
+        boxes[:, 0], boxes[:, 2] = w - sample["gt_bbox"][:, 2], w - sample["gt_bbox"][:, 0]
+        sample["gt_bbox"] = boxes
+    return sample
+
+
+def normalize_permute(sample: Sample, mean: Sequence[float], std: Sequence[float]) -> Sample:
+    """uint8 RGB HWC -> float32 CHW, (x / 255 - mean) / std."""
+    image = sample["image"].astype(np.float32) * (1.0 / 255.0)
+    image = (image - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    sample["image"] = np.ascontiguousarray(image.transpose(2, 0, 1))
+    return sample
+
+
+def drop_empty(sample: Sample) -> Sample:
+    """Remove instances whose box has no area after the transforms."""
+    boxes = sample["gt_bbox"]
+    keep = (boxes[:, 2] - boxes[:, 0] > 0.5) & (boxes[:, 3] - boxes[:, 1] > 0.5)
+    for key in ("gt_bbox", "gt_mask", "gt_class", "is_crowd"):
+        sample[key] = sample[key][keep]
+    return sample
+
+
+def apply_reader(sample: Sample, reader, rng: np.random.Generator, train: bool) -> Sample:
+    """The reader's pipeline: (random) resize, random flip (train), normalise and permute."""
+    sizes = list(reader.short_sizes)
+    short = int(sizes[rng.integers(len(sizes))]) if train else int(sizes[0])
+    sample = resize(sample, short, int(reader.max_size), bool(reader.keep_ratio))
+    if train and rng.random() < float(reader.flip_prob):
+        sample = hflip(sample)
+    if "gt_bbox" in sample:
+        sample = drop_empty(sample)
+    return normalize_permute(sample, reader.mean, reader.std)
