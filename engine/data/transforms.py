@@ -66,12 +66,22 @@ def normalize_permute(sample: Sample, mean: Sequence[float], std: Sequence[float
     return sample
 
 
-def drop_empty(sample: Sample) -> Sample:
-    """Remove instances whose box has no area after the transforms."""
-    boxes = sample["gt_bbox"]
-    keep = (boxes[:, 2] - boxes[:, 0] > 0.5) & (boxes[:, 3] - boxes[:, 1] > 0.5)
-    for key in ("gt_bbox", "gt_mask", "gt_class", "is_crowd"):
+def fit_boxes_to_masks(sample: Sample) -> Sample:
+    """Set each box to its mask's tight box and drop instances whose mask vanished.
+
+    Nearest-neighbour resizing can erase a one-pixel sliver of an occluded instance, so after the geometric
+    transforms the mask is the truth and the box follows it (boxes stay consistent with masks everywhere).
+    """
+    masks = sample["gt_mask"]
+    rows, cols = masks.any(axis=2), masks.any(axis=1)  # [M, H], [M, W]
+    keep = rows.any(axis=1)
+    rows, cols = rows[keep], cols[keep]
+    h, w = rows.shape[1], cols.shape[1]
+    y1, x1 = rows.argmax(axis=1), cols.argmax(axis=1)
+    y2, x2 = h - rows[:, ::-1].argmax(axis=1), w - cols[:, ::-1].argmax(axis=1)
+    for key in ("gt_mask", "gt_class", "is_crowd"):
         sample[key] = sample[key][keep]
+    sample["gt_bbox"] = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32).reshape(-1, 4)
     return sample
 
 
@@ -82,6 +92,6 @@ def apply_reader(sample: Sample, reader, rng: np.random.Generator, train: bool) 
     sample = resize(sample, short, int(reader.max_size), bool(reader.keep_ratio))
     if train and rng.random() < float(reader.flip_prob):
         sample = hflip(sample)
-    if "gt_bbox" in sample:
-        sample = drop_empty(sample)
+    if "gt_mask" in sample:
+        sample = fit_boxes_to_masks(sample)
     return normalize_permute(sample, reader.mean, reader.std)
