@@ -6,10 +6,10 @@ from typing import Any, Dict, List
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from ..errors import DatasetError
+from .masks import decode_segmentations
 
 SPLITS = ("train", "val")
 
@@ -60,6 +60,9 @@ class CocoInstances:
         if image is None:
             raise DatasetError(f"Image {path} (image id {image_id}) is missing or unreadable")
         h, w = image.shape[:2]
+        if (int(info.get("height", h)), int(info.get("width", w))) != (h, w):
+            raise DatasetError(f"{self.ann_file.name}: image id {image_id} ({path.name}) is {h}x{w} (h x w) after "
+                               f"its EXIF orientation, but the JSON says {info.get('height')}x{info.get('width')}")
         anns = self.coco.imgToAnns.get(image_id, [])
         sample: Dict[str, Any] = {"image": cv2.cvtColor(image, cv2.COLOR_BGR2RGB), "im_id": np.int64(image_id),
                                   "ori_shape": np.array([h, w], np.int32)}
@@ -67,29 +70,22 @@ class CocoInstances:
         return sample
 
     def _targets(self, anns: List[Dict[str, Any]], h: int, w: int, path: Path) -> Dict[str, np.ndarray]:
-        masks = np.zeros((len(anns), h, w), np.uint8)
-        for i, ann in enumerate(anns):
-            masks[i] = self._mask(ann, h, w, path)
+        wheres = [f"{self.ann_file.name}: annotation id {a.get('id')} (image {path.name})" for a in anns]
+        for ann, where in zip(anns, wheres):
+            bbox = ann.get("bbox")
+            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+                raise DatasetError(f"{where}: bbox must be [x, y, width, height], got {bbox!r}")
+            if ann.get("category_id") not in self._class_of:
+                raise DatasetError(f"{where}: category_id {ann.get('category_id')!r} is not in categories")
+        masks = decode_segmentations([a.get("segmentation") for a in anns], h, w, wheres)
         boxes = np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
+        boxes = np.clip(boxes, 0, np.array([w, h, w, h], np.float32))
+        # degenerate boxes carry nothing to learn (PaddleDetection skips them as well)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return {
-            "gt_bbox": boxes,
-            "gt_mask": masks,
-            "gt_class": np.array([self._class_of[a["category_id"]] for a in anns], np.int32),
-            "is_crowd": np.array([int(a.get("iscrowd", 0)) for a in anns], np.int32),
+            "gt_bbox": boxes[keep],
+            "gt_mask": masks[keep],
+            "gt_class": np.array([self._class_of[a["category_id"]] for a in anns], np.int32).reshape(-1)[keep],
+            "is_crowd": np.array([int(a.get("iscrowd", 0)) for a in anns], np.int32).reshape(-1)[keep],
         }
-
-    def _mask(self, ann: Dict[str, Any], h: int, w: int, path: Path) -> np.ndarray:
-        seg = ann.get("segmentation")
-        try:
-            if isinstance(seg, list):
-                rles = mask_utils.frPyObjects(seg, h, w)
-                return mask_utils.decode(mask_utils.merge(rles))
-            if isinstance(seg, dict) and isinstance(seg.get("counts"), list):
-                return mask_utils.decode(mask_utils.frPyObjects(seg, h, w))
-            if isinstance(seg, dict):
-                return mask_utils.decode(seg)
-        except Exception as exc:  # noqa: BLE001 - corrupt segmentation in the user's file
-            raise DatasetError(f"{self.ann_file}: annotation id {ann.get('id')} ({path.name}) has a bad "
-                               f"segmentation: {exc}. Run Global.mode=check_dataset") from None
-        raise DatasetError(f"{self.ann_file}: annotation id {ann.get('id')} has no polygon or RLE segmentation")

@@ -1,0 +1,128 @@
+"""Segmentation decoding (polygon / uncompressed / compressed RLE vs pycocotools annToMask), bad-annotation
+errors that name the id, and the random augmentations (expand, IoU crop, distort) keeping masks and boxes
+together."""
+import json
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from dataset_tools.synthetic import make_coco_dataset
+from engine.config.schema import ReaderSection
+from engine.data.augment import distort, expand, iou_crop, random_augment
+from engine.data.coco import CocoInstances
+from engine.data.masks import decode_segmentations, mask_boxes
+from engine.data.transforms import hflip, resize
+from engine.errors import DatasetError
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_coco_dataset(tmp_path_factory.mktemp("aug"), num_train=6, num_val=2, size=(48, 64),
+                             max_shapes=4, crowd_every=3, seed=5)
+
+
+def test_masks_match_pycocotools_for_polygons_and_rle(root):
+    coco = COCO(str(root / "annotations" / "instance_train.json"))
+    anns = list(coco.anns.values())
+    assert {type(a["segmentation"]) for a in anns} == {list, dict}  # both kinds present
+    uncompressed = {"size": [48, 64], "counts": [48 * 64 - 100, 100]}  # last 100 pixels (column-major)
+    segs = [a["segmentation"] for a in anns] + [uncompressed]
+    got = decode_segmentations(segs, 48, 64, [str(a["id"]) for a in anns] + ["u"])
+    assert got.shape == (len(anns) + 1, 48, 64) and got.dtype == np.uint8
+    for i, ann in enumerate(anns):
+        np.testing.assert_array_equal(got[i], coco.annToMask(ann))
+    assert got[-1].sum() == 100 and got[-1][:, -1].sum() == 48
+
+
+def test_dataset_keeps_crowd_as_ignore_regions(root):
+    ds = CocoInstances(str(root), "train")
+    coco = ds.coco
+    for index in range(len(ds)):
+        sample = ds.load(index)
+        anns = coco.imgToAnns[int(sample["im_id"])]
+        np.testing.assert_array_equal(sample["is_crowd"], [a["iscrowd"] for a in anns])
+        np.testing.assert_array_equal(sample["gt_mask"].sum(axis=(1, 2)),
+                                      [coco.annToMask(a).sum() for a in anns])
+    assert ds.label_names == ["ellipse", "rectangle", "triangle"] and ds.cat_ids == [1, 2, 3]
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("segmentation", [[1, 2, 3]], "polygon"),
+    ("segmentation", {"size": [10, 10], "counts": "abc"}, "RLE size"),
+    ("segmentation", None, "neither"),
+    ("bbox", [1, 2], "bbox"),
+    ("category_id", 99, "category_id 99"),
+])
+def test_bad_annotation_names_its_id(tmp_path, field, value, words):
+    root = make_coco_dataset(tmp_path / "d", num_train=2, num_val=1, size=(32, 32), seed=1)
+    path = root / "annotations" / "instance_train.json"
+    doc = json.loads(path.read_text())
+    doc["annotations"][0][field] = value
+    bad_id, bad_image = doc["annotations"][0]["id"], doc["annotations"][0]["image_id"]
+    path.write_text(json.dumps(doc))
+    ds = CocoInstances(str(root), "train")
+    with pytest.raises(DatasetError) as err:
+        ds.load(ds.image_ids.index(bad_image))
+    assert f"annotation id {bad_id}" in str(err.value) and words in str(err.value)
+
+
+def _assert_boxes_fit_masks(sample):
+    masks, boxes = sample["gt_mask"], sample["gt_bbox"]
+    assert masks.shape[1:] == sample["image"].shape[:2] and len(masks) == len(boxes)
+    assert masks.any(axis=(1, 2)).all()
+    np.testing.assert_allclose(mask_boxes(masks), boxes, atol=1.0)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_geometry_keeps_masks_and_boxes_together(root, seed):
+    rng = np.random.default_rng(seed)
+    ds = CocoInstances(str(root), "train")
+    sample = ds.load(seed % len(ds))
+    sample["gt_bbox"] = mask_boxes(sample["gt_mask"])  # pixel-exact start, so any drift shows
+    reader = ReaderSection(distort=True, expand=True, crop=True)
+    sample = random_augment(sample, reader, rng)
+    _assert_boxes_fit_masks(sample)
+    sample = resize(sample, int(rng.choice([40, 56, 80])), 200, True)
+    if rng.random() < 0.5:
+        sample = hflip(sample)
+    keep = sample["gt_mask"].any(axis=(1, 2))  # nearest resize may erase slivers
+    sample = {k: (v[keep] if k in ("gt_bbox", "gt_mask") else v) for k, v in sample.items()}
+    _assert_boxes_fit_masks(sample)
+
+
+def test_expand_shifts_boxes_and_pads_masks():
+    masks = np.zeros((1, 10, 20), np.uint8)
+    masks[0, 2:5, 3:9] = 1
+    sample = {"image": np.full((10, 20, 3), 7, np.uint8), "gt_mask": masks,
+              "gt_bbox": np.array([[3, 2, 9, 5]], np.float32)}
+    for seed in range(20):
+        out = expand(dict(sample), np.random.default_rng(seed), [0.5, 0.5, 0.5])
+        h, w = out["image"].shape[:2]
+        assert h >= 10 and w >= 20 and out["gt_mask"].sum() == 18
+        np.testing.assert_array_equal(mask_boxes(out["gt_mask"]), out["gt_bbox"])
+        assert (out["image"] == 7).sum() == 10 * 20 * 3  # the original pixels are all still there
+
+
+def test_iou_crop_drops_instances_that_leave_the_window():
+    masks = np.zeros((2, 100, 100), np.uint8)
+    masks[0, 5:15, 5:15] = 1
+    masks[1, 60:95, 60:95] = 1
+    base = {"image": np.zeros((100, 100, 3), np.uint8), "gt_mask": masks, "gt_bbox": mask_boxes(masks),
+            "gt_class": np.array([0, 1], np.int32), "is_crowd": np.array([0, 1], np.int32)}
+    sizes = set()
+    for seed in range(30):
+        out = iou_crop(dict(base), np.random.default_rng(seed))
+        sizes.add(out["image"].shape[:2])
+        assert 1 <= len(out["gt_class"]) <= 2 and len(out["is_crowd"]) == len(out["gt_class"])
+        np.testing.assert_array_equal(out["gt_class"], out["is_crowd"])  # class and crowd flags stay paired
+        _assert_boxes_fit_masks(out)
+    assert len(sizes) > 3  # it does crop
+
+
+def test_distort_changes_colours_only():
+    image = np.random.default_rng(0).integers(0, 255, (16, 24, 3), dtype=np.uint8)
+    outs = [distort({"image": image.copy()}, np.random.default_rng(s))["image"] for s in range(8)]
+    assert all(o.shape == image.shape and o.dtype == np.uint8 for o in outs)
+    assert any(not np.array_equal(o, image) for o in outs)
