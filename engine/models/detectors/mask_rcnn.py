@@ -233,7 +233,8 @@ def build_mask_rcnn(arch: RCNNArchitecture, num_classes: int, *, depth: int = 50
         mask_in = feat_channels
     else:
         feat_channels = backbone.out_channels[-1]
-        head = Res5Head(depth=depth, base_channels=arch.base_channels)
+        head = Res5Head(depth=depth, base_channels=arch.base_channels, in_channels=feat_channels,
+                        freeze_norm=arch.freeze_norm)
         bbox_head = BBoxHead(head, head.out_channels, num_classes, RoIAlign(14, roi_scales(fpn)),
                              roi_sampling(arch), with_pool=True)
         mask_in = head.out_channels
