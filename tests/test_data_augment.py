@@ -126,3 +126,62 @@ def test_distort_changes_colours_only():
     outs = [distort({"image": image.copy()}, np.random.default_rng(s))["image"] for s in range(8)]
     assert all(o.shape == image.shape and o.dtype == np.uint8 for o in outs)
     assert any(not np.array_equal(o, image) for o in outs)
+
+
+def _jpeg_with_orientation(image, orientation):
+    """JPEG bytes of `image` with an EXIF APP1 segment holding only the Orientation tag."""
+    import cv2
+    import struct
+    ok, jpg = cv2.imencode(".jpg", image)
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1)
+    tiff += struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    return jpg.tobytes()[:2] + app1 + jpg.tobytes()[2:]
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    root = make_coco_dataset(tmp_path / "d", num_train=1, num_val=1, size=(20, 40), seed=2)
+    path = root / "annotations" / "instance_train.json"
+    doc = json.loads(path.read_text())
+    info = doc["images"][0]
+    image = np.zeros((20, 40, 3), np.uint8)
+    image[:6, :6] = 255  # white corner top-left
+    (root / "images" / info["file_name"]).write_bytes(_jpeg_with_orientation(image, 6))  # rotate 90° CW
+    info["height"], info["width"] = 40, 20
+    poly = [[1.0, 1.0, 10.0, 1.0, 10.0, 30.0, 1.0, 30.0]]
+    doc["annotations"] = [{"id": 1, "image_id": info["id"], "category_id": 1, "bbox": [1, 1, 9, 29],
+                           "area": 261.0, "iscrowd": 0, "segmentation": poly}]
+    path.write_text(json.dumps(doc))
+    sample = CocoInstances(str(root), "train").load(0)
+    assert sample["image"].shape == (40, 20, 3) and sample["gt_mask"].shape == (1, 40, 20)
+    assert sample["image"][:4, -4:].min() > 200 and sample["image"][:4, :4].max() < 60  # corner now top-right
+    np.testing.assert_array_equal(sample["ori_shape"], [40, 20])
+
+
+def test_loader_with_all_augmentations_and_batch_multiscale(root):
+    from omegaconf import OmegaConf
+    from engine.config.schema import InstSegConfig
+    from engine.data.loader import build_loader
+    cfg = OmegaConf.structured(InstSegConfig)
+    cfg.Global.dataset_dir = str(root)
+    cfg.Train.batch_size, cfg.Train.num_workers = 2, 2
+    reader = cfg.TrainReader
+    reader.distort, reader.expand, reader.crop, reader.flip_prob = True, True, True, 0.5
+    reader.batch_sizes, reader.pad_stride = [32, 48, 64], 0
+    built = build_loader(cfg, "train")
+    loader = built[0] if isinstance(built, tuple) else built
+    sizes = set()
+    for epoch in range(2):
+        loader.batch_sampler.set_epoch(epoch)
+        for batch in loader:
+            n, c, h, w = batch["image"].shape
+            assert (n, c) == (2, 3) and h == w and h in (32, 48, 64) and str(batch["image"].dtype).endswith("float32")
+            sizes.add(h)
+            for boxes, masks, cls, crowd in zip(batch["gt_bbox"], batch["gt_mask"], batch["gt_class"],
+                                                batch["is_crowd"]):
+                masks = masks.numpy()
+                assert masks.shape[1:] == (h, w) and masks.dtype == np.uint8
+                assert len(cls) == len(crowd) == len(masks) == boxes.shape[0]
+                np.testing.assert_allclose(mask_boxes(masks), boxes.numpy(), atol=1.0)
+    assert len(sizes) >= 2

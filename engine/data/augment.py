@@ -4,11 +4,13 @@
 Samples are as in `transforms.py` (image uint8 RGB [H, W, 3], gt_bbox [M, 4], gt_mask [M, H, W], ...);
 every op works on the whole instance array at once and keeps masks and boxes together.
 """
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, List, Sequence
 
 import cv2
 import numpy as np
 
+from . import transforms
+from .batching import collate
 from .masks import mask_boxes
 
 Sample = Dict[str, np.ndarray]
@@ -109,3 +111,19 @@ def random_augment(sample: Sample, reader: Any, rng: np.random.Generator) -> Sam
     if bool(reader.crop):
         sample = iou_crop(sample, rng)
     return sample
+
+
+def multiscale_collate(samples: List[Sample], sizes: Sequence[int], mean: Sequence[float],
+                       std: Sequence[float], pad_stride: int, seed: int) -> Dict[str, Any]:
+    """Batch-level multi-scale (PaddleDetection's BatchRandomResize): every image of the batch is resized
+    to one square size drawn per batch, then normalised and collated. The draw depends on the seed and
+    the batch's image ids only, so it is the same in any worker layout and on resume."""
+    rng = np.random.default_rng([seed] + [int(s["im_id"]) for s in samples])
+    size = int(sizes[rng.integers(len(sizes))])
+    out = []
+    for sample in samples:
+        sample = transforms.resize(sample, size, size, False)
+        if "gt_mask" in sample:  # the resized mask is the truth (nearest resize may erase slivers)
+            sample = transforms.fit_boxes_to_masks(sample)
+        out.append(transforms.normalize_permute(sample, mean, std))
+    return collate(out, pad_stride)

@@ -1,11 +1,12 @@
 """Loaders over `paddle.io.DataLoader`: seeded per epoch, worker processes, data-parallel sampling."""
 import functools
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import paddle
 from omegaconf import DictConfig
 
+from .augment import multiscale_collate
 from .batching import collate
 from .coco import CocoInstances
 from .transforms import apply_reader
@@ -46,11 +47,12 @@ class Loader:
     """Iterates batches of paddle tensors (docs/ENGINE.md); samples are collated in the workers."""
 
     def __init__(self, dataset: ReaderDataset, batch_sampler: EpochBatchSampler, num_workers: int,
-                 pad_stride: int) -> None:
+                 pad_stride: int, collate_fn: Optional[Callable[[List[Dict[str, Any]]], Dict[str, Any]]] = None
+                 ) -> None:
         self.dataset, self.batch_sampler, self.num_workers = dataset, batch_sampler, num_workers
+        collate_fn = collate_fn or functools.partial(collate, pad_stride=pad_stride)
         self._loader = paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
-                                            collate_fn=functools.partial(collate, pad_stride=pad_stride),
-                                            return_list=True)
+                                            collate_fn=collate_fn, return_list=True)
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
@@ -82,4 +84,9 @@ def build_loader(cfg: DictConfig, split: str, shuffle: Optional[bool] = None,
     sampler = EpochBatchSampler(dataset, batch_size=size, shuffle=train if shuffle is None else shuffle,
                                 drop_last=train and len(dataset) >= size)
     workers = int(cfg.Train.num_workers)
-    return Loader(dataset, sampler, workers, int(reader.pad_stride))
+    collate_fn = None
+    if train and len(reader.batch_sizes) > 0:  # batch-level multi-scale: resize + normalise per batch
+        collate_fn = functools.partial(
+            multiscale_collate, sizes=[int(v) for v in reader.batch_sizes], mean=list(reader.mean),
+            std=list(reader.std), pad_stride=int(reader.pad_stride), seed=int(cfg.Global.seed))
+    return Loader(dataset, sampler, workers, int(reader.pad_stride), collate_fn)

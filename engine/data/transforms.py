@@ -86,12 +86,20 @@ def fit_boxes_to_masks(sample: Sample) -> Sample:
 
 
 def apply_reader(sample: Sample, reader, rng: np.random.Generator, train: bool) -> Sample:
-    """The reader's pipeline: (random) resize, random flip (train), normalise and permute."""
-    sizes = list(reader.short_sizes)
-    short = int(sizes[rng.integers(len(sizes))]) if train else int(sizes[0])
-    sample = resize(sample, short, int(reader.max_size), bool(reader.keep_ratio))
+    """The reader's pipeline: (train) distort / expand / IoU crop, (random) resize, random flip, normalise
+    and permute. With `reader.batch_sizes` (train) the resize and normalisation happen per batch
+    (`augment.multiscale_collate`), so the sample is returned as uint8 HWC."""
+    from .augment import random_augment  # augment imports this module
+
+    batch_scaled = train and len(reader.batch_sizes) > 0
+    if train and "gt_mask" in sample:
+        sample = random_augment(sample, reader, rng)
+    if not batch_scaled:
+        sizes = list(reader.short_sizes)
+        short = int(sizes[rng.integers(len(sizes))]) if train else int(sizes[0])
+        sample = resize(sample, short, int(reader.max_size), bool(reader.keep_ratio))
     if train and rng.random() < float(reader.flip_prob):
         sample = hflip(sample)
     if "gt_mask" in sample:
         sample = fit_boxes_to_masks(sample)
-    return normalize_permute(sample, reader.mean, reader.std)
+    return sample if batch_scaled else normalize_permute(sample, reader.mean, reader.std)
