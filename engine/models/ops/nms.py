@@ -68,7 +68,8 @@ def multiclass_nms(boxes: paddle.Tensor, probs: paddle.Tensor, rois_num: paddle.
     cand_boxes = paddle.gather(boxes.reshape([-1, 4]), box_index)
     cand_scores = paddle.gather(probs.flatten(), flat)
     cand_image = paddle.gather(roi_image, roi)
-    span = boxes.abs().max() + 1.0
+    # a zero appended so the max is defined when an image batch has no RoI at all
+    span = paddle.concat([boxes.abs().flatten(), paddle.zeros([1], boxes.dtype)]).max() + 1.0
     shift_x = cls.astype("float32") * span
     shift_y = cand_image.astype("float32") * span
     shifted = cand_boxes + paddle.stack([shift_x, shift_y, shift_x, shift_y], axis=1)
