@@ -185,3 +185,26 @@ def test_loader_with_all_augmentations_and_batch_multiscale(root):
                 assert len(cls) == len(crowd) == len(masks) == boxes.shape[0]
                 np.testing.assert_allclose(mask_boxes(masks), boxes.numpy(), atol=1.0)
     assert len(sizes) >= 2
+
+
+def test_normalize_permute_matches_the_formula():
+    from engine.data.transforms import normalize_permute
+    image = np.random.default_rng(1).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    out = normalize_permute({"image": image}, mean, std)["image"]
+    want = ((image / 255.0 - np.array(mean)) / np.array(std)).transpose(2, 0, 1)
+    assert out.shape == (3, 7, 9) and out.dtype == np.float32
+    np.testing.assert_allclose(out, want, atol=1e-5)
+
+
+def test_fit_boxes_handles_no_instances_and_vanished_masks():
+    from engine.data.transforms import fit_boxes_to_masks
+    empty = {"gt_mask": np.zeros((0, 5, 6), np.uint8), "gt_bbox": np.zeros((0, 4), np.float32),
+             "gt_class": np.zeros(0, np.int32), "is_crowd": np.zeros(0, np.int32)}
+    assert fit_boxes_to_masks(empty)["gt_bbox"].shape == (0, 4)
+    masks = np.zeros((2, 5, 6), np.uint8)
+    masks[1, 1:3, 2:5] = 1
+    out = fit_boxes_to_masks({"gt_mask": masks[:, :, ::-1], "gt_bbox": np.zeros((2, 4), np.float32),
+                              "gt_class": np.array([4, 7], np.int32), "is_crowd": np.array([0, 1], np.int32)})
+    np.testing.assert_array_equal(out["gt_bbox"], [[1, 1, 4, 3]])
+    assert out["gt_class"].tolist() == [7] and out["is_crowd"].tolist() == [1] and len(out["gt_mask"]) == 1
