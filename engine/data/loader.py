@@ -73,16 +73,24 @@ def to_tensors(batch: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def build_loader(cfg: DictConfig, split: str, shuffle: Optional[bool] = None,
+def build_loader(cfg: DictConfig, split: str, dataset: Optional[ReaderDataset] = None,
+                 shuffle: Optional[bool] = None, distributed: Optional[bool] = None,
                  batch_size: Optional[int] = None) -> Loader:
-    """Loader of `split` ("train": TrainReader, shuffled, drop_last; "val": EvalReader, every image once)."""
+    """Loader of `split` ("train": TrainReader, shuffled, drop_last; "val": EvalReader, every image once).
+
+    `dataset` reuses an already-read split; `distributed` (default: train only) shards batches over the
+    data-parallel ranks; val is never sharded, so rank 0 evaluates the whole split (docs/ENGINE.md).
+    """
     train = split == "train"
     reader = cfg.TrainReader if train else cfg.EvalReader
-    source = CocoInstances(cfg.Global.dataset_dir, split, skip_empty=train and bool(reader.skip_empty))
-    dataset = ReaderDataset(source, reader, train, int(cfg.Global.seed))
+    if dataset is None:
+        source = CocoInstances(cfg.Global.dataset_dir, split, skip_empty=train and bool(reader.skip_empty))
+        dataset = ReaderDataset(source, reader, train, int(cfg.Global.seed))
     size = batch_size or (int(cfg.Train.batch_size) if train else int(cfg.Evaluate.batch_size))
+    shard = train if distributed is None else distributed
+    ranks = {} if shard else {"num_replicas": 1, "rank": 0}
     sampler = EpochBatchSampler(dataset, batch_size=size, shuffle=train if shuffle is None else shuffle,
-                                drop_last=train and len(dataset) >= size)
+                                drop_last=train and len(dataset) >= size, **ranks)
     workers = int(cfg.Train.num_workers)
     collate_fn = None
     if train and len(reader.batch_sizes) > 0:  # batch-level multi-scale: resize + normalise per batch
