@@ -18,8 +18,8 @@ def _rle(seg: Any, height: int, width: int, where: str) -> Dict[str, Any]:
             raise DatasetError(f"{where}: polygon segmentation must be a list of [x1, y1, x2, y2, ...] lists "
                                "with at least 3 points each. Run Global.mode=check_dataset")
         try:
-            return mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in p] for p in polys], height, width))
-        except (TypeError, ValueError) as exc:
+            return mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
+        except Exception as exc:  # noqa: BLE001 - non-numeric coordinates in the user's file
             raise DatasetError(f"{where}: bad polygon coordinates ({exc})") from None
     if isinstance(seg, dict) and "counts" in seg and "size" in seg:
         if [int(v) for v in seg["size"]] != [height, width]:
