@@ -257,3 +257,21 @@ def test_predict_preprocessing_matches_the_eval_loader(root):
 def paddle_int32():
     import paddle
     return paddle.int32
+
+
+def test_shuffle_order_depends_on_the_seed_too(root):
+    from omegaconf import OmegaConf
+    from engine.config.schema import InstSegConfig
+    from engine.data.loader import build_loader
+
+    def order(seed, epoch):
+        cfg = OmegaConf.structured(InstSegConfig)
+        cfg.Global.dataset_dir, cfg.Global.seed = str(root), seed
+        cfg.Train.num_workers, cfg.Train.batch_size = 0, 1
+        loader = build_loader(cfg, "train")
+        loader.batch_sampler.set_epoch(epoch)
+        assert loader.dataset.epoch == epoch
+        return [b for batch in loader.batch_sampler for b in batch]
+
+    assert order(1, 3) == order(1, 3)
+    assert len({tuple(order(s, 3)) for s in range(6)}) > 1  # 6 images: seeds give different orders

@@ -36,11 +36,16 @@ class ReaderDataset(paddle.io.Dataset):
 
 
 class EpochBatchSampler(paddle.io.DistributedBatchSampler):
-    """DistributedBatchSampler whose `set_epoch` also reseeds the dataset's augmentations."""
+    """DistributedBatchSampler whose `set_epoch` also reseeds the dataset's augmentations; the shuffle
+    seed mixes in Global.seed (the parent shuffles with RandomState(epoch) alone)."""
+
+    def __init__(self, dataset: ReaderDataset, **kwargs: Any) -> None:
+        super().__init__(dataset, **kwargs)
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self.dataset.epoch = epoch
+        super().set_epoch((int(self.dataset.seed) * 1_000_003 + int(epoch)) % 2**32)
+        self.dataset.epoch = int(epoch)
 
 
 class Loader:
