@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from dataset_tools.synthetic import make_coco_dataset

@@ -29,7 +29,8 @@ def loader_rate(root: Path, workers: int, batch: int, epochs: int) -> float:
     cfg.Global.dataset_dir = str(root)
     cfg.Train.batch_size, cfg.Train.num_workers = batch, workers
     reader = cfg.TrainReader
-    reader.short_sizes, reader.max_size, reader.flip_prob, reader.pad_stride = [640, 672, 704, 736, 768, 800], 1333, 0.5, 32
+    reader.short_sizes, reader.max_size = [640, 672, 704, 736, 768, 800], 1333
+    reader.flip_prob, reader.pad_stride = 0.5, 32
     built = build_loader(cfg, "train")
     loader = built[0] if isinstance(built, tuple) else built
     for _ in loader:  # warm-up epoch: worker start, first reads

@@ -14,7 +14,6 @@ from .batching import collate
 from .masks import mask_boxes
 
 Sample = Dict[str, np.ndarray]
-_INSTANCE_KEYS = ("gt_bbox", "gt_mask", "gt_class", "is_crowd")
 
 
 def distort(sample: Sample, rng: np.random.Generator) -> Sample:
