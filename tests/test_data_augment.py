@@ -274,3 +274,26 @@ def test_shuffle_order_depends_on_the_seed_too(root):
 
     assert order(1, 3) == order(1, 3)
     assert len({tuple(order(s, 3)) for s in range(6)}) > 1  # 6 images: seeds give different orders
+
+
+def test_images_without_instances_skipped_in_training_only(tmp_path):
+    root = make_coco_dataset(tmp_path / "d", num_train=3, num_val=3, size=(32, 32), seed=4)
+    for split in ("train", "val"):
+        path = root / "annotations" / f"instance_{split}.json"
+        doc = json.loads(path.read_text())
+        first, second = doc["images"][0]["id"], doc["images"][1]["id"]
+        doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] != first]  # no annotations
+        for a in doc["annotations"]:
+            a["iscrowd"] = 1 if a["image_id"] == second else a["iscrowd"]  # crowd only
+        path.write_text(json.dumps(doc))
+    assert len(CocoInstances(str(root), "train", skip_empty=True)) == 1
+    assert len(CocoInstances(str(root), "train", skip_empty=False)) == 3
+    from omegaconf import OmegaConf
+    from engine.config.schema import InstSegConfig
+    from engine.data.loader import build_loader
+    cfg = OmegaConf.structured(InstSegConfig)
+    cfg.Global.dataset_dir, cfg.Train.num_workers, cfg.Train.batch_size = str(root), 0, 1
+    assert len(build_loader(cfg, "train").dataset) == 1 and len(build_loader(cfg, "val").dataset) == 3
+    cfg.TrainReader.skip_empty = False
+    batches = list(build_loader(cfg, "train"))
+    assert len(batches) == 3 and sorted(len(b["gt_class"][0]) for b in batches)[0] == 0  # empty image batches
