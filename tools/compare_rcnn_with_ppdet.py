@@ -8,7 +8,8 @@ Inputs use a non-unit scale_factor, so the rescaling to original pixels is compa
 
     python tools/compare_rcnn_with_ppdet.py --ppdet-root /path/to/PaddleDetection [--model NAME ...]
 
-Needs a Python where both import (PaddleDetection wants numpy<2). Exit status 1 on a missing detection or a mask differing by more than PIXEL_TOLERANCE pixels.
+Needs a Python where both import (PaddleDetection wants numpy<2). Exit status 1 on a missing detection
+or on a mask differing by more than PIXEL_TOLERANCE pixels.
 Known, intended difference: PaddleDetection keeps boxes that become empty after clipping (label -1)
 among its keep_top_k; InstSeg drops them before NMS, so it may report extra detections in their place.
 """
