@@ -1,20 +1,22 @@
 """The R-CNN family learns: a narrow Mask R-CNN over-fits a few generated images to mask AP >= 0.5.
 
 A minimal training loop lives here (the real trainer is tested elsewhere); evaluation is COCO mask AP
-with pycocotools on the training images themselves.
+(engine.coco_metrics, pycocotools backend) on the training images themselves.
 """
 from typing import Dict, List, Tuple
 
 import numpy as np
 import paddle
 import pytest
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from dataset_tools.synthetic import CLASS_NAMES, make_image
+from engine.coco_metrics import evaluate_coco
 from engine.config.architectures import RCNNArchitecture
+from engine.data.masks import mask_boxes
+from engine.evaluator import batch_to_coco
 from engine.models.zoo import build_model
+from engine.results import mask_to_rle
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
@@ -37,7 +39,7 @@ def synthetic_batch(num_images: int, seed: int) -> Tuple[Dict, List[List[Tuple[i
         images.append(image)
         instances.append(inst)
     rgb = np.stack(images)[..., ::-1].astype(np.float32)
-    boxes = [np.array([_box(m) for _, m in inst], np.float32) for inst in instances]
+    boxes = [mask_boxes(np.stack([m for _, m in inst])) for inst in instances]
     batch = {
         "image": paddle.to_tensor(((rgb - MEAN) / STD).transpose(0, 3, 1, 2).copy()),
         "im_shape": paddle.to_tensor([[float(SIZE), float(SIZE)]] * num_images),
@@ -50,44 +52,22 @@ def synthetic_batch(num_images: int, seed: int) -> Tuple[Dict, List[List[Tuple[i
     return batch, instances
 
 
-def _box(mask: np.ndarray) -> List[float]:
-    ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
-
-
-def _xywh(box: List[float]) -> List[float]:
-    return [box[0], box[1], box[2] - box[0], box[3] - box[1]]
-
-
 def mask_ap(instances: List[List[Tuple[int, np.ndarray]]], out: Dict[str, paddle.Tensor]) -> float:
     """COCO mask AP[.5:.95] of `out` (model.predict) against the drawn instances."""
     images, anns = [], []
     for i, inst in enumerate(instances):
         images.append({"id": i + 1, "width": SIZE, "height": SIZE, "file_name": f"{i}.png"})
-        for c, m in inst:
-            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        for (c, m), box in zip(inst, mask_boxes(np.stack([m for _, m in inst]))):
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": c + 1, "iscrowd": 0,
-                         "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
-                         "area": float(m.sum()), "bbox": _xywh(_box(m))})
+                         "segmentation": mask_to_rle(m), "area": float(m.sum()),
+                         "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]})
     gt = COCO()
     gt.dataset = {"images": images, "annotations": anns,
                   "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CLASS_NAMES)]}
     gt.createIndex()
-    bbox, nums, masks = out["bbox"].numpy(), out["bbox_num"].numpy(), out["mask"].numpy()
-    results, start = [], 0
-    for i, n in enumerate(nums):
-        for row, m in zip(bbox[start:start + n], masks[start:start + n]):
-            rle = mask_utils.encode(np.asfortranarray(m[:SIZE, :SIZE]))
-            results.append({"image_id": i + 1, "category_id": int(row[0]) + 1, "score": float(row[1]),
-                            "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
-        start += n
-    if not results:
-        return 0.0
-    ev = COCOeval(gt, gt.loadRes(results), "segm")
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-    return float(ev.stats[0])
+    ids = np.arange(1, len(instances) + 1)
+    results = batch_to_coco(out, ids, np.array([[SIZE, SIZE]] * len(instances)), [1, 2, 3])
+    return evaluate_coco(gt, results, iou_types=("segm",))["segm"]["AP"]
 
 
 # C4 is left out: its res5 box head makes a step ~15x slower on CPU (it is exercised in test_rcnn_models).
