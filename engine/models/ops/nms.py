@@ -3,7 +3,7 @@
 Everything is batched over images with tensor ops (no loop over images, classes or boxes), so the
 same code runs eagerly and under `paddle.jit.to_static`.
 """
-from typing import Tuple
+from typing import Tuple, Union
 
 import paddle
 import paddle.vision.ops as vops
@@ -11,14 +11,14 @@ import paddle.vision.ops as vops
 from .box_coder import nonempty
 
 
-def segment_ids(counts: paddle.Tensor, total: int) -> paddle.Tensor:
+def segment_ids(counts: paddle.Tensor, total: Union[int, paddle.Tensor]) -> paddle.Tensor:
     """int64 [total]: the segment (image) of each row when rows are grouped by `counts` (int [N])."""
     ends = paddle.cumsum(counts.astype("int64"))
     rows = paddle.arange(0, total, dtype="int64")
     return (rows.unsqueeze(1) >= ends.unsqueeze(0)).astype("int64").sum(axis=1)
 
 
-def top_k_per_image(scores: paddle.Tensor, image_ids: paddle.Tensor, num_images: paddle.Tensor,
+def top_k_per_image(scores: paddle.Tensor, image_ids: paddle.Tensor, num_images: Union[int, paddle.Tensor],
                     k: int) -> Tuple[paddle.Tensor, paddle.Tensor]:
     """Pick the k best rows of every image.
 

@@ -12,7 +12,7 @@ from typing import List, Sequence, Tuple
 import paddle
 import paddle.vision.ops as vops
 
-from .box_coder import decode_boxes
+from .box_coder import clip_boxes, decode_boxes
 from .nms import top_k_per_image
 
 
@@ -40,14 +40,10 @@ def _level_proposals(score: paddle.Tensor, delta: paddle.Tensor, anchors: paddle
     boxes = decode_boxes(top_deltas.reshape([-1, 4]), paddle.gather(anchors, index.flatten()))[:, 0]
     image = paddle.arange(0, num_images, dtype="int64").unsqueeze(1).expand_as(index).flatten()
     sizes = paddle.gather(im_shape, image)  # [N * k, 2]
-    zero = paddle.zeros_like(boxes[:, 0])
-    x1 = paddle.maximum(paddle.minimum(boxes[:, 0], sizes[:, 1]), zero)
-    y1 = paddle.maximum(paddle.minimum(boxes[:, 1], sizes[:, 0]), zero)
-    x2 = paddle.maximum(paddle.minimum(boxes[:, 2], sizes[:, 1]), zero)
-    y2 = paddle.maximum(paddle.minimum(boxes[:, 3], sizes[:, 0]), zero)
-    boxes = paddle.stack([x1, y1, x2, y2], axis=1)
+    boxes = clip_boxes(boxes, sizes[:, 0], sizes[:, 1])
     min_side = max(min_size, 1.0)
-    keep = paddle.nonzero(paddle.logical_and(x2 - x1 >= min_side, y2 - y1 >= min_side)).flatten()
+    keep = paddle.nonzero(paddle.logical_and(boxes[:, 2] - boxes[:, 0] >= min_side,
+                                             boxes[:, 3] - boxes[:, 1] >= min_side)).flatten()
     boxes, top_logits, image = paddle.gather(boxes, keep), paddle.gather(top_logits.flatten(), keep), \
         paddle.gather(image, keep)
     # NMS of all images at once: each image is moved below the previous one, out of its reach.
