@@ -20,7 +20,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "params"
 
 
 def state_entries(model: paddle.nn.Layer) -> List[List]:
-    return [[name, list(t.shape), str(t.dtype).replace("paddle.", "")] for name, t in model.state_dict().items()]
+    return [[name, list(t.shape), str(t.dtype).replace("paddle.", "")]
+            for name, t in model.state_dict().items()]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -60,7 +60,7 @@ def mask_ap(instances: List[List[Tuple[int, np.ndarray]]], out: Dict[str, paddle
         for (c, m), box in zip(inst, mask_boxes(np.stack([m for _, m in inst]))):
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": c + 1, "iscrowd": 0,
                          "segmentation": mask_to_rle(m), "area": float(m.sum()),
-                         "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]})
+                         "bbox": [float(v) for v in (box[0], box[1], box[2] - box[0], box[3] - box[1])]})
     gt = COCO()
     gt.dataset = {"images": images, "annotations": anns,
                   "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CLASS_NAMES)]}

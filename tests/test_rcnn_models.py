@@ -56,7 +56,8 @@ def test_crowd_regions_are_neither_matched_nor_targets() -> None:
     batch, _ = synthetic_batch(2, seed=5)
     crowd = dict(batch, is_crowd=[paddle.to_tensor(np.r_[1, np.zeros(len(c) - 1)].astype("int32"))
                                   for c in batch["gt_class"]])
-    without = dict(batch, **{k: [v[1:] for v in batch[k]] for k in ("gt_bbox", "gt_class", "gt_mask", "is_crowd")})
+    fields = ("gt_bbox", "gt_class", "gt_mask", "is_crowd")
+    without = dict(batch, **{k: [v[1:] for v in batch[k]] for k in fields})
     gt = ground_truth(crowd)
     assert gt.counts == [len(c) - 1 for c in batch["gt_class"]]
     np.testing.assert_array_equal(gt.boxes.numpy(), np.concatenate([b.numpy()[1:] for b in batch["gt_bbox"]]))
@@ -136,10 +137,12 @@ def test_zoo_covers_the_rcnn_names_and_explains_the_rest() -> None:
 
 def test_zoo_accepts_the_config_section_and_applies_its_knobs() -> None:
     section = OmegaConf.merge(OmegaConf.structured(RCNNArchitecture),
-                              {"base_channels": 16, "fpn_channels": 32, "keep_top_k": 7, "draw_threshold": 0.3})
+                              {"base_channels": 16, "fpn_channels": 32, "keep_top_k": 7,
+                               "draw_threshold": 0.3})
     model = build_model("Cascade-MaskRCNN-ResNet50-FPN", section, 5)
     assert model.post.keep_top_k == 7 and model.draw_threshold == 0.3
     assert model.rpn_head.train_proposals.post_nms_top_n == 2000  # Cascade's PaddleDetection default
     assert model.bbox_head.scorers[0].weight.shape == [1024, 6]
     c4 = build_model("MaskRCNN-ResNet50", RCNNArchitecture(base_channels=16), 5)
-    assert c4.rpn_head.train_proposals.pre_nms_top_n == 12000 and c4.rpn_head.anchor_generator.num_anchors == 15
+    assert c4.rpn_head.train_proposals.pre_nms_top_n == 12000
+    assert c4.rpn_head.anchor_generator.num_anchors == 15

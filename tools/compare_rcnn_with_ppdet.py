@@ -31,7 +31,8 @@ CONFIGS = {
     "MaskRCNN-ResNet101-vd-FPN": "configs/mask_rcnn/mask_rcnn_r101_vd_fpn_1x_coco.yml",
     "MaskRCNN-ResNeXt101-vd-FPN": "configs/mask_rcnn/mask_rcnn_x101_vd_64x4d_fpn_1x_coco.yml",
     "Cascade-MaskRCNN-ResNet50-FPN": "configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.yml",
-    "Cascade-MaskRCNN-ResNet50-vd-SSLDv2-FPN": "configs/cascade_rcnn/cascade_mask_rcnn_r50_vd_fpn_ssld_1x_coco.yml",
+    "Cascade-MaskRCNN-ResNet50-vd-SSLDv2-FPN":
+        "configs/cascade_rcnn/cascade_mask_rcnn_r50_vd_fpn_ssld_1x_coco.yml",
 }
 
 
@@ -83,13 +84,14 @@ def compare(name: str, ppdet_root: str, size: Tuple[int, int], keep_top_k: int) 
     rows_b: Dict[tuple, int] = {tuple(np.round(r, 1)): i for i, r in enumerate(b["bbox"].numpy())}
     masks_a, masks_b = a["mask"].numpy(), b["mask"].numpy()
     mh, mw = masks_a.shape[1:]
-    differing = [int((masks_a[i] != masks_b[rows_b[k], :mh, :mw]).sum()) for k, i in rows_a.items() if k in rows_b]
+    differing = [int((masks_a[i] != masks_b[rows_b[k], :mh, :mw]).sum())
+                 for k, i in rows_a.items() if k in rows_b]
     missing = sorted(set(rows_a) - set(rows_b))
     extra = sorted(set(rows_b) - set(rows_a))
     # a pixel whose probability is within float rounding of the 0.5 threshold may flip
     ok = not missing and max(differing, default=0) <= PIXEL_TOLERANCE
-    print(f"{name}: {len(rows_a)} PaddleDetection detections, {len(missing)} missing here, {len(extra)} extra "
-          f"here; mask pixels differing per matched detection: max {max(differing, default=0)} -> "
+    print(f"{name}: {len(rows_a)} PaddleDetection detections, {len(missing)} missing here, {len(extra)} "
+          f"extra here; mask pixels differing per matched detection: max {max(differing, default=0)} -> "
           f"{'same' if ok else 'DIFFERENT'}")
     return ok
 

@@ -44,12 +44,13 @@ def build_model(name: str, arch: Any, num_classes: int) -> nn.Layer:
     """
     if name not in MODEL_FAMILIES:
         close = difflib.get_close_matches(name, list(MODEL_FAMILIES), n=3, cutoff=0.5)
-        hint = f" Did you mean {' or '.join(close)}?" if close else f" Known models: {', '.join(MODEL_FAMILIES)}."
+        hint = (f" Did you mean {' or '.join(close)}?" if close
+                else f" Known models: {', '.join(MODEL_FAMILIES)}.")
         raise ConfigError(f"Unknown model {name!r} (Global.model).{hint}")
     if name not in MODELS:
         built = ", ".join(MODELS)
-        raise ModeNotAvailableError(f"Model {name!r} ({MODEL_FAMILIES[name]} family) is not available in this "
-                                    f"version; available: {built}.")
+        raise ModeNotAvailableError(f"Model {name!r} ({MODEL_FAMILIES[name]} family) is not available in "
+                                    f"this version; available: {built}.")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"Train.num_classes must be a positive integer, got {num_classes!r}")
     return MODELS[name](_architecture(name, arch), num_classes)

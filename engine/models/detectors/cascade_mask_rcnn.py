@@ -11,8 +11,8 @@ from ...config.architectures import RCNNArchitecture
 from ...errors import ConfigError
 from ..heads.cascade_head import STAGE_BOX_WEIGHTS, CascadeHead, CascadeTwoFCHead
 from ..ops.roi_align import RoIAlign
-from .mask_rcnn import (MaskRCNN, PostProcess, build_backbone_and_neck, build_mask_head, build_rpn_head, post_process,
-                        roi_sampling, roi_scales)
+from .mask_rcnn import (MaskRCNN, PostProcess, build_backbone, build_fpn, build_mask_head, build_rpn_head,
+                        post_process, roi_sampling, roi_scales)
 
 
 class CascadeMaskRCNN(MaskRCNN):
@@ -40,7 +40,8 @@ def build_cascade_mask_rcnn(arch: RCNNArchitecture, num_classes: int, *, depth: 
     if not 1 <= len(arch.cascade_iou) <= len(STAGE_BOX_WEIGHTS):
         raise ConfigError(f"Architecture.cascade_iou needs 1 to {len(STAGE_BOX_WEIGHTS)} stage thresholds, "
                           f"got {list(arch.cascade_iou)}")
-    backbone, neck = build_backbone_and_neck(arch, depth, variant, groups, base_width, True, lr_mult_list)
+    backbone = build_backbone(arch, depth, variant, groups, base_width, True, lr_mult_list)
+    neck = build_fpn(arch, backbone)
     channels = neck.out_channels[0]
     head = CascadeTwoFCHead(channels, arch.box_head_dim, 7, num_stages=len(arch.cascade_iou))
     bbox_head = CascadeHead(head, arch.box_head_dim, num_classes, RoIAlign(7, roi_scales(True)),

@@ -4,7 +4,7 @@ Parameter names are an external contract: sublayers `backbone`, `neck`, `rpn_hea
 `mask_head` reproduce PaddleDetection's state_dict (../shared/reference/params/MaskRCNN-*.json).
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -25,7 +25,7 @@ from ..ops.nms import multiclass_nms, segment_ids
 from ..ops.proposals import ProposalConfig
 from ..ops.roi_align import RoIAlign
 
-Batch = Dict[str, object]
+Batch = Dict[str, Any]
 FPN_STRIDES = [4, 8, 16, 32, 64]  # P2..P6
 C4_STRIDE = 16  # res4
 
@@ -43,7 +43,8 @@ class PostProcess:
 def ground_truth(batch: Batch) -> GroundTruth:
     """Concatenate the batch's per-image targets, dropping crowd regions (never assigned, never targets)."""
     boxes, classes, masks, counts = [], [], [], []
-    for box, cls, mask, crowd in zip(batch["gt_bbox"], batch["gt_class"], batch["gt_mask"], batch["is_crowd"]):
+    fields = zip(batch["gt_bbox"], batch["gt_class"], batch["gt_mask"], batch["is_crowd"])
+    for box, cls, mask, crowd in fields:
         keep = paddle.nonzero(crowd.flatten() == 0).flatten()
         boxes.append(paddle.gather(box.reshape([-1, 4]).astype("float32"), keep))
         classes.append(paddle.gather(cls.flatten().astype("int64"), keep))
@@ -113,7 +114,8 @@ class MaskRCNN(nn.Layer):
         rois, rois_num = self.rpn_head.predict(feats, im_shape)
         boxes, probs = self.bbox_head.predict(feats, rois, rois_num, im_shape)
         p = self.post
-        dets, det_num = multiclass_nms(boxes, probs, rois_num, p.score_threshold, p.nms_threshold, p.keep_top_k)
+        dets, det_num = multiclass_nms(boxes, probs, rois_num, p.score_threshold, p.nms_threshold,
+                                       p.keep_top_k)
         dets, det_num, original_boxes, original_size = _to_original(dets, det_num, im_shape, scale_factor)
         feat_func = self.bbox_head.head if self.mask_head.share_bbox_feat else None
         probs = self.mask_head.predict(feats, dets[:, 2:], det_num, dets[:, 0].astype("int64"), feat_func)
@@ -132,7 +134,7 @@ class MaskRCNN(nn.Layer):
 
 
 def _to_original(dets: paddle.Tensor, det_num: paddle.Tensor, im_shape: paddle.Tensor,
-                 scale_factor: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+                 scale_factor: paddle.Tensor) -> Tuple[paddle.Tensor, ...]:
     """Rescale detections to original pixels, clip them to the original image, drop those left empty.
 
     Returns the kept detections (input pixels), their counts per image, their original-pixel boxes, and
@@ -155,18 +157,19 @@ def _top_n(value: Optional[int], default: int) -> int:
     return default if value is None else value
 
 
-def build_backbone_and_neck(arch: RCNNArchitecture, depth: int, variant: str, groups: int, base_width: int,
-                            fpn: bool, lr_mult_list: Sequence[float]) -> Tuple[nn.Layer, Optional[nn.Layer]]:
-    """ResNet (all four stages for FPN, res2-res4 for C4) and the FPN neck (None for C4)."""
-    backbone = ResNet(depth=depth, variant=variant, groups=groups, base_width=base_width,
-                      base_channels=arch.base_channels, return_idx=[0, 1, 2, 3] if fpn else [2],
-                      num_stages=4 if fpn else 3, freeze_at=arch.freeze_at, freeze_norm=arch.freeze_norm,
-                      lr_mult_list=list(lr_mult_list))
-    if not fpn:
-        return backbone, None
-    neck = FPN(in_channels=backbone.out_channels, out_channel=arch.fpn_channels,
+def build_backbone(arch: RCNNArchitecture, depth: int, variant: str, groups: int, base_width: int, fpn: bool,
+                   lr_mult_list: Sequence[float]) -> ResNet:
+    """ResNet: all four stages for FPN, res2-res4 (returning res4) for C4."""
+    return ResNet(depth=depth, variant=variant, groups=groups, base_width=base_width,
+                  base_channels=arch.base_channels, return_idx=[0, 1, 2, 3] if fpn else [2],
+                  num_stages=4 if fpn else 3, freeze_at=arch.freeze_at, freeze_norm=arch.freeze_norm,
+                  lr_mult_list=list(lr_mult_list))
+
+
+def build_fpn(arch: RCNNArchitecture, backbone: ResNet) -> FPN:
+    """FPN over res2-res5 with P6, `arch.fpn_channels` wide."""
+    return FPN(in_channels=backbone.out_channels, out_channel=arch.fpn_channels,
                spatial_scales=[1.0 / s for s in backbone.out_strides])
-    return backbone, neck
 
 
 def build_rpn_head(arch: RCNNArchitecture, in_channels: int, fpn: bool, cascade: bool) -> RPNHead:
@@ -225,11 +228,15 @@ def build_mask_rcnn(arch: RCNNArchitecture, num_classes: int, *, depth: int = 50
         fpn: FPN neck with a TwoFCHead box head, else C4 (Res5Head in the RoI head).
         lr_mult_list: learning-rate multipliers of res2..res5.
     """
-    backbone, neck = build_backbone_and_neck(arch, depth, variant, groups, base_width, fpn, lr_mult_list)
+    backbone = build_backbone(arch, depth, variant, groups, base_width, fpn, lr_mult_list)
+    neck: Optional[FPN] = None
+    head: nn.Layer
     if fpn:
+        neck = build_fpn(arch, backbone)
         feat_channels = neck.out_channels[0]
         head = TwoFCHead(feat_channels, arch.box_head_dim, 7)
-        bbox_head = BBoxHead(head, arch.box_head_dim, num_classes, RoIAlign(7, roi_scales(fpn)), roi_sampling(arch))
+        bbox_head = BBoxHead(head, arch.box_head_dim, num_classes, RoIAlign(7, roi_scales(fpn)),
+                             roi_sampling(arch))
         mask_in = feat_channels
     else:
         feat_channels = backbone.out_channels[-1]

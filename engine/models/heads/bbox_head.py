@@ -92,7 +92,8 @@ class BBoxHead(nn.Layer):
         return self.bbox_score(feat), self.bbox_delta(feat), head_feat
 
     def loss(self, feats: Sequence[paddle.Tensor], rois: paddle.Tensor, rois_num: paddle.Tensor,
-             gt: GroundTruth, im_shape: paddle.Tensor) -> Tuple[Dict[str, paddle.Tensor], SampledRoIs, paddle.Tensor]:
+             gt: GroundTruth,
+             im_shape: paddle.Tensor) -> Tuple[Dict[str, paddle.Tensor], SampledRoIs, paddle.Tensor]:
         """Sample RoIs (ground truth added), then the box losses; also returns the sample and head_feat
         (`im_shape` is unused here; the cascade head clips its refined boxes to it)."""
         s = self.sampling

@@ -58,8 +58,8 @@ class CascadeHead(nn.Layer):
         self.stage_iou = tuple(stage_iou)
         self.stage_loss_weights = tuple(stage_loss_weights)
         self.box_weights = STAGE_BOX_WEIGHTS[:len(self.stage_iou)]
-        self.scorers: List[nn.Linear] = []
-        self.regressors: List[nn.Linear] = []
+        self.scorers: List[nn.Layer] = []
+        self.regressors: List[nn.Layer] = []
         for i in range(len(self.stage_iou)):
             score = linear(in_channels, num_classes + 1, 0.01)
             self.scorers.append(self.add_sublayer(f"bbox_score_stage{i}", score))

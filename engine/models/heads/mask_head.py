@@ -71,7 +71,7 @@ class MaskHead(nn.Layer):
         """BCE against ground-truth bitmaps RoIAligned to the mask resolution, on foreground RoIs."""
         fg = paddle.nonzero(sampled.labels < self.num_classes).flatten()
         rois = paddle.gather(sampled.rois, fg)
-        if self.share_bbox_feat:
+        if head_feat is not None and self.share_bbox_feat:
             rois_feat = paddle.gather(head_feat, fg)
         else:
             num_images = sampled.rois_num.shape[0]
@@ -95,6 +95,6 @@ class MaskHead(nn.Layer):
         if feat_func is not None:
             rois_feat = feat_func(rois_feat)
         logits = self(rois_feat)
-        index = classes.reshape([-1, 1, 1, 1]).expand([paddle.shape(logits)[0], 1, logits.shape[2],
-                                                        logits.shape[3]])
+        size = logits.shape[2]
+        index = classes.reshape([-1, 1, 1, 1]).expand([paddle.shape(logits)[0], 1, size, size])
         return F.sigmoid(paddle.take_along_axis(logits, index, axis=1)[:, 0])

@@ -86,7 +86,8 @@ class RPNHead(nn.Layer):
         rois, rois_num = generate_rpn_proposals(scores, deltas, anchors, im_shape, self.train_proposals)
         num_images = scores[0].shape[0]
         # [N, A, H, W] -> [N, H * W * A] per level, then levels side by side, to line up with the anchors.
-        flat_scores = paddle.concat([s.transpose([0, 2, 3, 1]).reshape([num_images, -1]) for s in scores], axis=1)
+        flat_scores = paddle.concat([s.transpose([0, 2, 3, 1]).reshape([num_images, -1]) for s in scores],
+                                    axis=1)
         flat_deltas = paddle.concat([d.transpose([0, 2, 3, 1]).reshape([num_images, -1, 4]) for d in deltas],
                                     axis=1)
         s = self.sampling

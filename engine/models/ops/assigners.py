@@ -73,7 +73,7 @@ def match_boxes(iou: paddle.Tensor, pos_thresh: float, neg_thresh: float,
 
 
 def random_subset(mask: paddle.Tensor, k: int) -> paddle.Tensor:
-    """int64 indices of min(k, mask.sum()) entries drawn at random (without replacement) where mask is True."""
+    """int64 indices of min(k, mask.sum()) entries where mask is True, drawn at random without replacement."""
     available = int(mask.astype("int64").sum())
     k = min(k, available)
     if k <= 0:

@@ -66,7 +66,7 @@ def crop_masks(masks: paddle.Tensor, mask_index: paddle.Tensor, rois: paddle.Ten
         return paddle.zeros([0, size, size], dtype="float32")
     # roi_align pools image k for the k-th group of boxes: sort the RoIs by bitmap.
     order = paddle.argsort(mask_index, stable=True)
-    counts = (mask_index.unsqueeze(0) == paddle.arange(num, dtype="int64").unsqueeze(1)).astype("int32").sum(1)
+    counts = paddle.bincount(mask_index, minlength=num).astype("int32")
     bitmaps = masks.astype("float32").unsqueeze(1)
     pooled = vops.roi_align(bitmaps, paddle.gather(rois, order), counts, size, spatial_scale=1.0,
                             sampling_ratio=0, aligned=True)
