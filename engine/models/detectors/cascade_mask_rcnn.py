@@ -5,13 +5,11 @@ Parameter names are an external contract: they reproduce PaddleDetection's Casca
 """
 from typing import Sequence
 
-import paddle.nn as nn
-
 from ...config.architectures import RCNNArchitecture
 from ...errors import ConfigError
 from ..heads.cascade_head import STAGE_BOX_WEIGHTS, CascadeHead, CascadeTwoFCHead
 from ..ops.roi_align import RoIAlign
-from .mask_rcnn import (MaskRCNN, PostProcess, build_backbone, build_fpn, build_mask_head, build_rpn_head,
+from .mask_rcnn import (MaskRCNN, build_backbone, build_fpn, build_mask_head, build_rpn_head,
                         post_process, roi_sampling, roi_scales)
 
 
@@ -20,17 +18,7 @@ class CascadeMaskRCNN(MaskRCNN):
     mask head trains on the stage-0 sample and predicts on the final detections. Losses hold
     `loss_bbox_cls_stage{i}` / `loss_bbox_reg_stage{i}` instead of the single-stage box losses."""
 
-    def __init__(self, backbone: nn.Layer, neck: nn.Layer, rpn_head: nn.Layer, bbox_head: nn.Layer,
-                 mask_head: nn.Layer, post: PostProcess, draw_threshold: float = 0.5) -> None:
-        nn.Layer.__init__(self)
-        # PaddleDetection's CascadeRCNN registers the neck after the box head: same state_dict order.
-        self.backbone = backbone
-        self.rpn_head = rpn_head
-        self.bbox_head = bbox_head
-        self.neck = neck
-        self.mask_head = mask_head
-        self.post = post
-        self.draw_threshold = draw_threshold
+    PART_ORDER = ("backbone", "rpn_head", "bbox_head", "neck", "mask_head")  # PaddleDetection's CascadeRCNN
 
 
 def build_cascade_mask_rcnn(arch: RCNNArchitecture, num_classes: int, *, depth: int = 50, variant: str = "b",

@@ -67,15 +67,16 @@ class MaskRCNN(nn.Layer):
         draw_threshold: default score threshold of predictions shown to users.
     """
 
+    PART_ORDER = ("backbone", "neck", "rpn_head", "bbox_head", "mask_head")  # PaddleDetection's MaskRCNN
+
     def __init__(self, backbone: nn.Layer, neck: Optional[nn.Layer], rpn_head: nn.Layer,
                  bbox_head: nn.Layer, mask_head: nn.Layer, post: PostProcess,
                  draw_threshold: float = 0.5) -> None:
         super().__init__()
-        self.backbone = backbone
-        self.neck = neck
-        self.rpn_head = rpn_head
-        self.bbox_head = bbox_head
-        self.mask_head = mask_head
+        parts = {"backbone": backbone, "neck": neck, "rpn_head": rpn_head, "bbox_head": bbox_head,
+                 "mask_head": mask_head}
+        for name in self.PART_ORDER:  # registration order = state_dict order
+            setattr(self, name, parts[name])
         self.post = post
         self.draw_threshold = draw_threshold
 
