@@ -71,7 +71,9 @@ class MaskHead(nn.Layer):
         """BCE against ground-truth bitmaps RoIAligned to the mask resolution, on foreground RoIs."""
         fg = paddle.nonzero(sampled.labels < self.num_classes).flatten()
         rois = paddle.gather(sampled.rois, fg)
-        if head_feat is not None and self.share_bbox_feat:
+        if self.share_bbox_feat:
+            if head_feat is None:
+                raise ValueError("a mask head sharing the box head's features needs its head_feat")
             rois_feat = paddle.gather(head_feat, fg)
         else:
             num_images = sampled.rois_num.shape[0]
