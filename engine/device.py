@@ -76,9 +76,11 @@ def resolve_device(device: Optional[str]) -> str:
 def setup_device(cfg: Any) -> str:
     """Select this process's Paddle device and CPU threads; returns Paddle's device name.
 
-    On CPU, oneDNN is switched on (`Global.onednn`): measured on 1 thread, a plain conv stack trains
+    On CPU, `Global.onednn` switches oneDNN kernels on: measured on 1 thread, a plain conv stack trains
     about 1.5x faster and the demo Mask R-CNN step (batch 4 at 192 px) about 12% faster, with the
-    same losses to float precision. Threads: `Global.cpu_threads`, None = os.cpu_count().
+    same losses to float precision. It is off by default because Paddle 3.3.1's oneDNN kernels break
+    the static graph of the R-CNN models (interpolate attributes, training-mode conv-transpose), which
+    training needs for its best_model/inference export. Threads: `Global.cpu_threads`, None = os.cpu_count().
     """
     import paddle
 

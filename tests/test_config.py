@@ -258,7 +258,8 @@ def test_setup_device_on_cpu():
     assert resolve_device(None) == expected
     before = paddle.get_flags(["FLAGS_use_mkldnn"])
     try:
-        assert setup_device(load_config(None, ["Global.device=cpu", "Global.cpu_threads=1"])) == "cpu"
+        assert setup_device(load_config(None, ["Global.device=cpu", "Global.cpu_threads=1",
+                                               "Global.onednn=true"])) == "cpu"
         assert paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"] is True
         setup_device(load_config(None, ["Global.device=cpu", "Global.onednn=false"]))
         assert paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"] is False
