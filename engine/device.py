@@ -6,8 +6,9 @@ data-parallel training, started through `paddle.distributed.launch` (see `launch
 """
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from engine.errors import ConfigError
 
@@ -93,3 +94,18 @@ def setup_device(cfg: Any) -> str:
     if name == "cpu":
         paddle.set_flags({"FLAGS_use_mkldnn": bool(cfg.Global.onednn)})
     return name
+
+
+@contextmanager
+def onednn_flag(enabled: bool) -> Iterator[None]:
+    """Hold Paddle's global FLAGS_use_mkldnn at `enabled` and restore it afterwards. `setup_device` sets
+    the flag for training; tracing to a static graph and Paddle Inference (which obeys the flag over
+    Config.disable_mkldnn) need it at a value of their own."""
+    import paddle
+
+    before = paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"]
+    paddle.set_flags({"FLAGS_use_mkldnn": enabled})
+    try:
+        yield
+    finally:
+        paddle.set_flags({"FLAGS_use_mkldnn": before})

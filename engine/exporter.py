@@ -16,6 +16,7 @@ import yaml
 from omegaconf import DictConfig
 
 from .atomic_io import write_text
+from .device import onednn_flag
 from .errors import ConfigError, WeightsError
 
 logger = logging.getLogger("instseg")
@@ -104,9 +105,10 @@ def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str) -> Dict[str, st
     model.eval()
     spec = model.export_spec()
     input_spec = [spec[k] for k in ("image", "im_shape", "scale_factor")]
-    static = paddle.jit.to_static(_Exported(model), input_spec=input_spec, full_graph=True)
     prefix = out / "inference"
-    paddle.jit.save(static, str(prefix), input_spec=input_spec)
+    with onednn_flag(False):  # Paddle 3.3.1's oneDNN kernels break the traced R-CNN graph
+        static = paddle.jit.to_static(_Exported(model), input_spec=input_spec, full_graph=True)
+        paddle.jit.save(static, str(prefix), input_spec=input_spec)
     model_file = next((name for name in MODEL_FILES if (out / name).is_file()), None)
     if model_file is None or not (out / PARAMS_FILE).is_file():
         raise RuntimeError(f"paddle.jit.save wrote no model/params file in {out}: {sorted(p.name for p in out.iterdir())}")

@@ -9,7 +9,6 @@ import os
 import tempfile
 import urllib.request
 from pathlib import Path
-from contextlib import contextmanager
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
@@ -18,6 +17,7 @@ import paddle
 import yaml
 from paddle import inference as paddle_infer
 
+from .device import onednn_flag
 from .errors import ConfigError, WeightsError
 from .results import InstanceSegResult
 
@@ -58,18 +58,6 @@ def read_inference_config(model_dir: Union[str, os.PathLike]) -> Tuple[Dict[str,
     if not params.is_file():
         raise WeightsError(f"{root}: the parameter file {params.name} is missing; re-export the model.")
     return info, model_file, params
-
-
-@contextmanager
-def _onednn_flag(enabled: bool) -> Iterator[None]:
-    """Hold Paddle's global FLAGS_use_mkldnn at `enabled` (engine.device sets it for training, and Paddle
-    Inference obeys it over Config.disable_mkldnn) and restore it afterwards."""
-    before = paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"]
-    paddle.set_flags({"FLAGS_use_mkldnn": enabled})
-    try:
-        yield
-    finally:
-        paddle.set_flags({"FLAGS_use_mkldnn": before})
 
 
 def _device(device: Optional[str]) -> Tuple[str, int]:
@@ -279,13 +267,13 @@ class DeployPredictor:
         return dict(zip(self.output_names, outs))
 
     def _create(self, run_mode: str) -> Any:
-        with _onednn_flag(run_mode == "mkldnn"):
+        with onednn_flag(run_mode == "mkldnn"):
             return paddle_infer.create_predictor(build_config(*self._build, run_mode))
 
     def _run(self, feeds: Dict[str, np.ndarray]) -> None:
         for name in self.predictor.get_input_names():
             self.predictor.get_input_handle(name).copy_from_cpu(feeds[name])
-        with _onednn_flag(self.run_mode == "mkldnn"):
+        with onednn_flag(self.run_mode == "mkldnn"):
             self.predictor.run()
 
     def predict(self, input: InputType, batch_size: int = 1,

@@ -293,9 +293,12 @@ def test_export_without_weights_is_a_clear_error(tmp_path):
     assert "best_model.pdparams does not exist" in result["err_msg"]
 
 
-@pytest.mark.parametrize("name", ["MaskRCNN-ResNet50-FPN", "Cascade-MaskRCNN-ResNet50-FPN"])
-def test_real_rcnn_exported_matches_dynamic_graph(name, tmp_path):
-    """A tiny real R-CNN (RoIAlign, distribute_fpn_proposals, NMS, mask pasting in the graph)."""
+@pytest.mark.parametrize("name, onednn", [("MaskRCNN-ResNet50-FPN", False), ("Cascade-MaskRCNN-ResNet50-FPN", False),
+                                          ("MaskRCNN-ResNet50-FPN", True)])
+def test_real_rcnn_exported_matches_dynamic_graph(name, onednn, tmp_path):
+    """A tiny real R-CNN (RoIAlign, distribute_fpn_proposals, NMS, mask pasting in the graph). With
+    `onednn`, export runs as after a `Global.onednn=true` training: the flag is on, export still works
+    and leaves it on."""
     from engine.config.architectures import RCNNArchitecture
     from engine.models.zoo import build_model
     arch = RCNNArchitecture(base_channels=16, fpn_channels=32, box_head_dim=64, mask_head_channels=16,
@@ -309,7 +312,10 @@ def test_real_rcnn_exported_matches_dynamic_graph(name, tmp_path):
         bias[0] = 10.0  # class 0 wins: every image has detections
         layer.bias.set_value(bias)
     model.eval()
+    paddle.set_flags({"FLAGS_use_mkldnn": onednn})
     export_model(model, make_cfg(tmp_path), str(tmp_path / "inference"))
+    assert paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"] is onednn
+    paddle.set_flags({"FLAGS_use_mkldnn": False})
     deploy = DeployPredictor(tmp_path / "inference", device="cpu", cpu_threads=1)
     static = deploy.raw(images())
     eager = dynamic(model, deploy.preprocessor.batch(images()))
