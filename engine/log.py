@@ -42,6 +42,9 @@ def setup_logging(level: int = logging.INFO, log_file: Optional[Union[str, Path]
         logger.removeHandler(handler)
         handler.close()
     main = _rank() == 0
+    # Our handlers are the whole output: some Paddle modules call logging.basicConfig, and records
+    # propagated to that root handler would print every line twice.
+    logger.propagate = False
     logger.setLevel(level if main else max(level, logging.WARNING))
     formatter = logging.Formatter(FORMAT, DATE_FORMAT)
     handlers: list = [_StderrHandler()]

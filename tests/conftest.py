@@ -13,3 +13,22 @@ def _restore_paddle_flags():
     paddle = sys.modules.get("paddle")
     if paddle is not None:
         paddle.set_flags(before or {"FLAGS_use_mkldnn": False})
+
+
+@pytest.fixture(autouse=True)
+def _caplog_sees_instseg(request):
+    """The `instseg` logger does not propagate to the root logger (engine.log), where caplog listens:
+    hand caplog's handler to it directly in the tests that use caplog."""
+    if "caplog" not in request.fixturenames:
+        yield
+        return
+    import logging
+
+    handler = request.getfixturevalue("caplog").handler
+    logger = logging.getLogger("instseg")
+    propagate = logger.propagate
+    logger.propagate = False  # as after engine.log.setup_logging: each record reaches caplog once
+    logger.addHandler(handler)
+    yield
+    logger.removeHandler(handler)
+    logger.propagate = propagate

@@ -6,8 +6,11 @@ ours, peer, ...) so machine noise hits both. The classifier scores follow a bias
 so every proposal scores above the threshold for each of them, and the RPN's box deltas are zero, so the
 proposals are anchors spread over the image: the detection count reaches `keep_top_k` (reported).
 
-    python tools/benchmark_rcnn.py --threads 2 --detections 16 100 \
+    python tools/benchmark_rcnn.py --threads 2 --detections 16 100 [--exported] \
         --ppdet-root /path/to/PaddleDetection --ppdet-python /path/to/venv/bin/python
+
+`--exported` adds a third side for inference: ours exported (engine.exporter) and run by Paddle Inference
+(engine.inference.DeployPredictor, `--run-mode`), fed the same preprocessed input.
 
 `--ppdet-root` is a checkout of PaddleDetection develop (not committed here); without it only ours
 runs. PaddleDetection's side needs numpy<2 in its own environment, hence `--ppdet-python`.
@@ -165,6 +168,46 @@ def _worker_ours(args) -> Dict:
     return result
 
 
+def _worker_exported(args) -> Dict:
+    """Ours, exported with engine.exporter and run by Paddle Inference (engine.inference.DeployPredictor)."""
+    import numpy as np
+    import paddle
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, str(REPO))
+    from engine.config.architectures import RCNNArchitecture
+    from engine.config.schema import InstSegConfig
+    from engine.exporter import export_model
+    from engine.inference import DeployPredictor
+    from engine.models.zoo import build_model
+
+    paddle.set_device("cpu")
+    model = build_model(args.model, RCNNArchitecture(keep_top_k=args.keep_top_k), 80)
+    model.set_state_dict(paddle.load(args.weights))
+    model.eval()
+    cfg = OmegaConf.structured(InstSegConfig)
+    cfg.Global.model = args.model
+    cfg.Train.num_classes = 80
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.Global.dataset_dir = cfg.Global.output = tmp  # no annotations: generic label names
+        export_model(model, cfg, os.path.join(tmp, "inference"))
+        deploy = DeployPredictor(os.path.join(tmp, "inference"), device="cpu", cpu_threads=args.threads,
+                                 run_mode=args.run_mode)
+        h, w = args.size
+        feeds = {"image": _image(h, w), "im_shape": np.array([[h, w]], "float32"),
+                 "scale_factor": np.array([[1.0, 1.0]], "float32")}
+        outputs = deploy.predictor.get_output_names()
+
+        def run():  # the same preprocessed input as the other sides; outputs copied back as predict does
+            deploy._run(feeds)
+            return {name: deploy.predictor.get_output_handle(h).copy_to_cpu()
+                    for name, h in zip(deploy.output_names, outputs)}
+
+        result: Dict = {"side": "exported", "times": _time(run, args.repeats)}
+        result["detections"] = int(run()["bbox_num"].sum())
+    return result
+
+
 def _make_weights(model: str, path: str) -> None:
     """Random weights with PaddleDetection's names; class 1 scores high on every RoI."""
     import paddle
@@ -197,6 +240,7 @@ def _spawn(python: str, args, side: str, task: str, keep_top_k: int) -> Dict:
         cmd += ["--ppdet-root", args.ppdet_root]
     if args.onednn and side == "ours":
         cmd += ["--onednn"]
+    cmd += ["--run-mode", args.run_mode]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{side} {task} worker failed:\n{out.stderr[-3000:]}")
@@ -217,13 +261,16 @@ def main() -> None:
     parser.add_argument("--ppdet-root", default=None)
     parser.add_argument("--ppdet-python", default=sys.executable)
     parser.add_argument("--onednn", action="store_true", help="oneDNN kernels for ours (dygraph)")
-    parser.add_argument("--worker", choices=["ours", "ppdet"], help=argparse.SUPPRESS)
+    parser.add_argument("--exported", action="store_true",
+                        help="also time ours exported and run by Paddle Inference (infer task)")
+    parser.add_argument("--run-mode", default="paddle", help="DeployPredictor run_mode for --exported")
+    parser.add_argument("--worker", choices=["ours", "ppdet", "exported"], help=argparse.SUPPRESS)
     parser.add_argument("--task", default="infer", help=argparse.SUPPRESS)
     parser.add_argument("--weights", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--keep-top-k", type=int, default=100, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        fn = _worker_ours if args.worker == "ours" else _worker_ppdet
+        fn = {"ours": _worker_ours, "ppdet": _worker_ppdet, "exported": _worker_exported}[args.worker]
         print(json.dumps(fn(args)))
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -232,24 +279,25 @@ def main() -> None:
         runs = [("infer", k) for k in args.detections if "infer" in args.tasks]
         runs += [("train", 100)] if "train" in args.tasks else []
         for task, k in runs:
-            best = {"ours": [], "ppdet": []}
+            sides = [("ours", sys.executable)]
+            sides += [("exported", sys.executable)] if args.exported and task == "infer" else []
+            sides += [("ppdet", args.ppdet_python)] if args.ppdet_root else []
+            best: Dict[str, List[float]] = {side: [] for side, _ in sides}
             dets = {}
             for _ in range(args.rounds):
-                for side, python in (("ours", sys.executable), ("ppdet", args.ppdet_python)):
-                    if side == "ppdet" and not args.ppdet_root:
-                        continue
+                for side, python in sides:
                     res = _spawn(python, args, side, task, k)
                     best[side].append(min(res["times"]))
                     dets[side] = res.get("detections")
             line = f"{args.model} {task}" + (f" {args.size[0]}x{args.size[1]} keep_top_k={k}" if task == "infer"
                                              else f" batch {args.batch} at {args.train_size}px")
-            ours = min(best["ours"])
-            line += f" | ours {ours:.2f} s (detections {dets.get('ours')})"
-            if best["ppdet"]:
+            for side, _ in sides:
+                line += f" | {side} {min(best[side]):.2f} s" + (f" (detections {dets[side]})" if dets[side] is not None
+                                                              else "")
+            if "ppdet" in best:
                 peer = min(best["ppdet"])
-                line += f" | ppdet {peer:.2f} s (detections {dets.get('ppdet')}) | ratio {ours / peer:.2f}"
+                line += "".join(f" | {side}/ppdet {min(best[side]) / peer:.2f}" for side, _ in sides if side != "ppdet")
             print(line + f" | threads {args.threads}", flush=True)
-
 
 if __name__ == "__main__":
     main()
