@@ -316,11 +316,15 @@ def test_real_rcnn_exported_matches_dynamic_graph(name, onednn, tmp_path):
     export_model(model, make_cfg(tmp_path), str(tmp_path / "inference"))
     assert paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"] is onednn
     paddle.set_flags({"FLAGS_use_mkldnn": False})
-    deploy = DeployPredictor(tmp_path / "inference", device="cpu", cpu_threads=1)
-    static = deploy.raw(images())
-    eager = dynamic(model, deploy.preprocessor.batch(images()))
-    assert static["bbox_num"].tolist() == eager["bbox_num"].tolist() and eager["bbox_num"].min() > 0
-    np.testing.assert_array_equal(static["bbox"][:, 0], eager["bbox"][:, 0])
-    np.testing.assert_allclose(static["bbox"][:, 1:], eager["bbox"][:, 1:], atol=BOX_TOL)
-    assert static["mask"].shape == eager["mask"].shape and eager["mask"].sum() > 0
-    assert np.mean(static["mask"] != eager["mask"]) <= MASK_TOL
+    for run_mode in ("paddle", "mkldnn"):
+        deploy = DeployPredictor(tmp_path / "inference", device="cpu", cpu_threads=1, run_mode=run_mode)
+        static = deploy.raw(images())
+        assert deploy.run_mode == run_mode  # no fallback: oneDNN runs the whole R-CNN graph
+        eager = dynamic(model, deploy.preprocessor.batch(images()))
+        assert static["bbox_num"].tolist() == eager["bbox_num"].tolist() and eager["bbox_num"].min() > 0
+        np.testing.assert_array_equal(static["bbox"][:, 0], eager["bbox"][:, 0])
+        # oneDNN's conv algorithms round differently; the cascade's three refinements carry that to ~2e-3 px
+        tol = BOX_TOL if run_mode == "paddle" else 1e-2
+        np.testing.assert_allclose(static["bbox"][:, 1:], eager["bbox"][:, 1:], atol=tol, err_msg=run_mode)
+        assert static["mask"].shape == eager["mask"].shape and eager["mask"].sum() > 0
+        assert np.mean(static["mask"] != eager["mask"]) <= MASK_TOL

@@ -16,6 +16,14 @@ from paddle.nn.initializer import XavierUniform
 from ...errors import ConfigError
 
 
+def upsample2x_nearest(x: paddle.Tensor) -> paddle.Tensor:
+    """[N, C, H, W] -> [N, C, 2H, 2W], each value repeated 2x2: F.interpolate(scale_factor=2, mode="nearest")
+    exactly, written as expand + reshape because the oneDNN executor of Paddle 3.3.1 (Paddle Inference)
+    cannot run nearest_interp's float-list attribute."""
+    shape = paddle.shape(x)  # a tensor: traced graphs keep H and W dynamic
+    return x.unsqueeze([3, 5]).expand([-1, -1, -1, 2, -1, 2]).reshape([0, 0, shape[2] * 2, shape[3] * 2])
+
+
 class FPN(nn.Layer):
     """Top-down pathway over backbone stages ending at res5, plus `extra_levels` max-pooled levels.
 
@@ -65,7 +73,7 @@ class FPN(nn.Layer):
         multiple of the coarsest stride) -> levels [N, out_channel, H_i, W_i], then the extra level."""
         laterals = [conv(f) for conv, f in zip(self.lateral_convs, feats)]
         for lvl in range(len(laterals) - 1, 0, -1):
-            upsampled = F.interpolate(laterals[lvl], scale_factor=2.0, mode="nearest")
+            upsampled = upsample2x_nearest(laterals[lvl])
             laterals[lvl - 1] = laterals[lvl - 1] + upsampled
         outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals)]
         if self.extra_levels:
