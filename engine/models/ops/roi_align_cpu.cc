@@ -14,9 +14,9 @@
 //    weight) and (feature column, weight) taps, once, and reused for every channel.
 //  * Forward, per output row: blend the tapped feature rows over the RoI's column span, then take the
 //    short column sums for each output column. Backward is the transpose of that.
-//  * Channels go in blocks of kLanes, copied channel-last into a per-thread buffer, so every tap
-//    updates kLanes adjacent floats (long, vectorised inner loops even for tiny RoIs) and the block
-//    stays in cache while all RoIs are pooled from it.
+//  * Channels go in blocks of kLanes; one image's block is copied channel-last into a per-thread
+//    buffer ([H][W][kLanes]), so every tap updates kLanes adjacent floats (long, vectorised inner loops
+//    even for tiny RoIs) and the block stays in cache while all that image's RoIs are pooled from it.
 //  * Threads split the channel blocks, forward and backward. In the backward each thread accumulates
 //    its own channels of dX: no atomics, and the result does not depend on the thread count.
 //
@@ -46,7 +46,6 @@ struct AxisTaps {
 };
 
 struct RoiPlan {
-  int image = 0;
   int grid_points = 0;  // samples per bin (grid_h * grid_w), the divisor of the average
   AxisTaps y;
   AxisTaps x;
@@ -132,8 +131,8 @@ void build_axis(float start, float extent, int pooled, int grid, int size, bool 
   }
 }
 
-// Image index of every RoI from the per-image counts; checks they add up to the RoI count.
-std::vector<int> roi_images(const paddle::Tensor& boxes_num, int64_t num_images, int64_t num_rois) {
+// Where each image's RoIs start (RoIs are grouped by image, in order): N + 1 offsets, the last one R.
+std::vector<int64_t> roi_offsets(const paddle::Tensor& boxes_num, int64_t num_images, int64_t num_rois) {
   PD_CHECK(boxes_num.numel() == num_images, "roi_align: boxes_num has ", boxes_num.numel(),
            " entries for a batch of ", num_images, " images");
   std::vector<int64_t> counts(num_images);
@@ -145,23 +144,22 @@ std::vector<int> roi_images(const paddle::Tensor& boxes_num, int64_t num_images,
     const int32_t* src = boxes_num.data<int32_t>();
     std::copy(src, src + num_images, counts.begin());
   }
-  std::vector<int> image(num_rois);
-  int64_t next = 0;
+  std::vector<int64_t> offsets(num_images + 1, 0);
   for (int64_t n = 0; n < num_images; ++n) {
-    PD_CHECK(counts[n] >= 0 && next + counts[n] <= num_rois, "roi_align: boxes_num does not match boxes");
-    for (int64_t k = 0; k < counts[n]; ++k) image[next++] = static_cast<int>(n);
+    PD_CHECK(counts[n] >= 0, "roi_align: negative count in boxes_num");
+    offsets[n + 1] = offsets[n] + counts[n];
   }
-  PD_CHECK(next == num_rois, "roi_align: boxes_num adds up to ", next, " but there are ", num_rois,
-           " boxes");
-  return image;
+  PD_CHECK(offsets[num_images] == num_rois, "roi_align: boxes_num adds up to ", offsets[num_images],
+           " but there are ", num_rois, " boxes");
+  return offsets;
 }
 
 // Taps of every RoI. The forward kernel clamps the RoI size to >= 1 only when not aligned; the
 // backward kernel always does.
-std::vector<RoiPlan> make_plans(const paddle::Tensor& boxes, const std::vector<int>& image, int height,
-                                int width, int pooled_h, int pooled_w, float spatial_scale,
-                                int sampling_ratio, bool aligned, bool grad_rules) {
-  const int64_t num_rois = static_cast<int64_t>(image.size());
+std::vector<RoiPlan> make_plans(const paddle::Tensor& boxes, int height, int width, int pooled_h,
+                                int pooled_w, float spatial_scale, int sampling_ratio, bool aligned,
+                                bool grad_rules) {
+  const int64_t num_rois = boxes.shape()[0];
   std::vector<RoiPlan> plans(num_rois);
   const float* box = boxes.data<float>();
   const float offset = aligned ? 0.5f : 0.f;
@@ -188,7 +186,6 @@ std::vector<RoiPlan> make_plans(const paddle::Tensor& boxes, const std::vector<i
       continue;
     }
     RoiPlan& plan = plans[r];
-    plan.image = image[r];
     plan.grid_points = grid_h * grid_w;
     build_axis(y0, roi_h, pooled_h, grid_h, height, grad_rules, &plan.y);
     build_axis(x0, roi_w, pooled_w, grid_w, width, grad_rules, &plan.x);
@@ -217,28 +214,22 @@ void check_inputs(const paddle::Tensor& x, const paddle::Tensor& boxes, int pool
 // Channels per block (the lanes of the channel-last per-thread buffer). 16 and 32 measured no faster.
 constexpr int kLanes = 8;
 
-// Channels c0 .. c0 + lanes - 1 of every image of x [N, C, H, W] into block [N, H, W, kLanes].
-void gather_block(const float* x, int64_t images, int64_t channels, int64_t plane, int64_t c0, int lanes,
+// Channels c0 .. c0 + lanes - 1 of image n of x [N, C, H, W] into block [H, W, kLanes].
+void gather_block(const float* x, int64_t n, int64_t channels, int64_t plane, int64_t c0, int lanes,
                   float* block) {
-  for (int64_t n = 0; n < images; ++n) {
-    float* dst = block + n * plane * kLanes;
-    if (lanes < kLanes) std::fill(dst, dst + plane * kLanes, 0.f);
-    for (int j = 0; j < lanes; ++j) {
-      const float* src = x + (n * channels + c0 + j) * plane;
-      for (int64_t i = 0; i < plane; ++i) dst[i * kLanes + j] = src[i];
-    }
+  if (lanes < kLanes) std::fill(block, block + plane * kLanes, 0.f);
+  for (int j = 0; j < lanes; ++j) {
+    const float* src = x + (n * channels + c0 + j) * plane;
+    for (int64_t i = 0; i < plane; ++i) block[i * kLanes + j] = src[i];
   }
 }
 
-// The inverse: block [N, H, W, kLanes] into channels c0 .. c0 + lanes - 1 of dx [N, C, H, W].
-void scatter_block(const float* block, int64_t images, int64_t channels, int64_t plane, int64_t c0,
-                   int lanes, float* dx) {
-  for (int64_t n = 0; n < images; ++n) {
-    const float* src = block + n * plane * kLanes;
-    for (int j = 0; j < lanes; ++j) {
-      float* dst = dx + (n * channels + c0 + j) * plane;
-      for (int64_t i = 0; i < plane; ++i) dst[i] = src[i * kLanes + j];
-    }
+// The inverse: block [H, W, kLanes] into channels c0 .. c0 + lanes - 1 of image n of dx [N, C, H, W].
+void scatter_block(const float* block, int64_t n, int64_t channels, int64_t plane, int64_t c0, int lanes,
+                   float* dx) {
+  for (int j = 0; j < lanes; ++j) {
+    float* dst = dx + (n * channels + c0 + j) * plane;
+    for (int64_t i = 0; i < plane; ++i) dst[i] = block[i * kLanes + j];
   }
 }
 
@@ -257,9 +248,9 @@ std::vector<paddle::Tensor> RoiAlignForward(const paddle::Tensor& x_in, const pa
   paddle::Tensor out = paddle::empty({num_rois, channels, pooled_h, pooled_w}, paddle::DataType::FLOAT32,
                                      x.place());
   if (num_rois == 0 || channels == 0) return {out};
-  const std::vector<int> image = roi_images(boxes_num, images, num_rois);
-  const auto plans = make_plans(boxes, image, height, width, pooled_h, pooled_w, spatial_scale,
-                                sampling_ratio, aligned, /*grad_rules=*/false);
+  const std::vector<int64_t> first_roi = roi_offsets(boxes_num, images, num_rois);
+  const auto plans = make_plans(boxes, height, width, pooled_h, pooled_w, spatial_scale, sampling_ratio,
+                                aligned, /*grad_rules=*/false);
   const int span = widest_span(plans);
   const float* src = x.data<float>();
   float* dst = out.data<float>();
@@ -269,50 +260,53 @@ std::vector<paddle::Tensor> RoiAlignForward(const paddle::Tensor& x_in, const pa
 
 #pragma omp parallel
   {
-    std::vector<float> block(images * plane * kLanes);
+    std::vector<float> block(plane * kLanes);
     std::vector<float> row(static_cast<size_t>(span) * kLanes);
     std::vector<float> pooled(static_cast<size_t>(bins) * kLanes);
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t c0 = b * kLanes;
       const int lanes = static_cast<int>(std::min<int64_t>(kLanes, channels - c0));
-      gather_block(src, images, channels, plane, c0, lanes, block.data());
-      for (int64_t r = 0; r < num_rois; ++r) {
-        const RoiPlan& plan = plans[r];
-        // Paddle divides by the sample count through its reciprocal (inf for an empty grid: NaN out).
-        const float inv_count = static_cast<float>(1.0 / plan.grid_points);
-        const int lo = plan.x.lo;
-        const int len = (plan.x.hi - lo) * kLanes;
-        const float* feat = block.data() + (plan.image * plane + lo) * kLanes;
-        float* rw = row.data();
-        for (int ph = 0; ph < pooled_h; ++ph) {
-          // Blend the bin's tapped feature rows over the RoI's columns, all lanes at once.
-          std::fill(rw, rw + len, 0.f);
-          const int y_first = plan.y.first[ph];
-          const int y_taps = plan.y.offset[ph + 1] - plan.y.offset[ph];
-          const float* wy = plan.y.weight.data() + plan.y.offset[ph];
-          for (int t = 0; t < y_taps; ++t) {
-            const float w = wy[t];
-            const float* line = feat + static_cast<int64_t>(y_first + t) * width * kLanes;
-            for (int k = 0; k < len; ++k) rw[k] += w * line[k];
-          }
-          // Then each output column: its tapped columns of that blend.
-          for (int pw = 0; pw < pooled_w; ++pw) {
-            float acc[kLanes] = {};
-            const int x_taps = plan.x.offset[pw + 1] - plan.x.offset[pw];
-            const float* wx = plan.x.weight.data() + plan.x.offset[pw];
-            const float* seg = rw + (plan.x.first[pw] - lo) * kLanes;
-            for (int t = 0; t < x_taps; ++t) {
-              const float w = wx[t];
-              for (int j = 0; j < kLanes; ++j) acc[j] += w * seg[t * kLanes + j];
+      for (int64_t n = 0; n < images; ++n) {
+        if (first_roi[n + 1] == first_roi[n]) continue;
+        gather_block(src, n, channels, plane, c0, lanes, block.data());
+        for (int64_t r = first_roi[n]; r < first_roi[n + 1]; ++r) {
+          const RoiPlan& plan = plans[r];
+          // Paddle divides by the sample count through its reciprocal (inf for an empty grid: NaN out).
+          const float inv_count = static_cast<float>(1.0 / plan.grid_points);
+          const int lo = plan.x.lo;
+          const int len = (plan.x.hi - lo) * kLanes;
+          const float* feat = block.data() + lo * kLanes;
+          float* rw = row.data();
+          for (int ph = 0; ph < pooled_h; ++ph) {
+            // Blend the bin's tapped feature rows over the RoI's columns, all lanes at once.
+            std::fill(rw, rw + len, 0.f);
+            const int y_first = plan.y.first[ph];
+            const int y_taps = plan.y.offset[ph + 1] - plan.y.offset[ph];
+            const float* wy = plan.y.weight.data() + plan.y.offset[ph];
+            for (int t = 0; t < y_taps; ++t) {
+              const float w = wy[t];
+              const float* line = feat + static_cast<int64_t>(y_first + t) * width * kLanes;
+              for (int k = 0; k < len; ++k) rw[k] += w * line[k];
             }
-            float* o = pooled.data() + (ph * pooled_w + pw) * kLanes;
-            for (int j = 0; j < kLanes; ++j) o[j] = acc[j] * inv_count;
+            // Then each output column: its tapped columns of that blend.
+            for (int pw = 0; pw < pooled_w; ++pw) {
+              float acc[kLanes] = {};
+              const int x_taps = plan.x.offset[pw + 1] - plan.x.offset[pw];
+              const float* wx = plan.x.weight.data() + plan.x.offset[pw];
+              const float* seg = rw + (plan.x.first[pw] - lo) * kLanes;
+              for (int t = 0; t < x_taps; ++t) {
+                const float w = wx[t];
+                for (int j = 0; j < kLanes; ++j) acc[j] += w * seg[t * kLanes + j];
+              }
+              float* o = pooled.data() + (ph * pooled_w + pw) * kLanes;
+              for (int j = 0; j < kLanes; ++j) o[j] = acc[j] * inv_count;
+            }
           }
+          float* o = dst + (r * channels + c0) * bins;
+          for (int j = 0; j < lanes; ++j)
+            for (int i = 0; i < bins; ++i) o[j * bins + i] = pooled[i * kLanes + j];
         }
-        float* o = dst + (r * channels + c0) * bins;
-        for (int j = 0; j < lanes; ++j)
-          for (int i = 0; i < bins; ++i) o[j * bins + i] = pooled[i * kLanes + j];
       }
     }
   }
@@ -339,9 +333,9 @@ std::vector<paddle::Tensor> RoiAlignBackward(const paddle::Tensor& x, const padd
     std::memset(gx, 0, sizeof(float) * images * channels * plane);
     return {dx};
   }
-  const std::vector<int> image = roi_images(boxes_num, images, num_rois);
-  const auto plans = make_plans(boxes, image, height, width, pooled_h, pooled_w, spatial_scale,
-                                sampling_ratio, aligned, /*grad_rules=*/true);
+  const std::vector<int64_t> first_roi = roi_offsets(boxes_num, images, num_rois);
+  const auto plans = make_plans(boxes, height, width, pooled_h, pooled_w, spatial_scale, sampling_ratio,
+                                aligned, /*grad_rules=*/true);
   const int span = widest_span(plans);
   const float* go = out_grad.data<float>();
   const int bins = pooled_h * pooled_w;
@@ -351,51 +345,53 @@ std::vector<paddle::Tensor> RoiAlignBackward(const paddle::Tensor& x, const padd
   // every element of those channels of dX once.
 #pragma omp parallel
   {
-    std::vector<float> block(images * plane * kLanes);
+    std::vector<float> block(plane * kLanes);
     std::vector<float> row(static_cast<size_t>(span) * kLanes);
     std::vector<float> upstream(static_cast<size_t>(bins) * kLanes, 0.f);  // lanes past C stay 0
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t c0 = b * kLanes;
       const int lanes = static_cast<int>(std::min<int64_t>(kLanes, channels - c0));
-      std::fill(block.begin(), block.end(), 0.f);
-      for (int64_t r = 0; r < num_rois; ++r) {
-        const RoiPlan& plan = plans[r];
-        // Paddle divides each sample's share by the sample count; here the bin's gradient is scaled once.
-        const float inv_count = 1.f / static_cast<float>(plan.grid_points);
-        const float* g = go + (r * channels + c0) * bins;
-        for (int j = 0; j < lanes; ++j)
-          for (int i = 0; i < bins; ++i) upstream[i * kLanes + j] = g[j * bins + i] * inv_count;
-        const int lo = plan.x.lo;
-        const int len = (plan.x.hi - lo) * kLanes;
-        float* grad = block.data() + (plan.image * plane + lo) * kLanes;
-        float* rw = row.data();
-        for (int ph = 0; ph < pooled_h; ++ph) {
-          const int y_taps = plan.y.offset[ph + 1] - plan.y.offset[ph];
-          if (y_taps == 0) continue;
-          // Spread each output column's gradient over its tapped columns ...
-          std::fill(rw, rw + len, 0.f);
-          for (int pw = 0; pw < pooled_w; ++pw) {
-            const float* up = upstream.data() + (ph * pooled_w + pw) * kLanes;
-            const int x_taps = plan.x.offset[pw + 1] - plan.x.offset[pw];
-            const float* wx = plan.x.weight.data() + plan.x.offset[pw];
-            float* seg = rw + (plan.x.first[pw] - lo) * kLanes;
-            for (int t = 0; t < x_taps; ++t) {
-              const float w = wx[t];
-              for (int j = 0; j < kLanes; ++j) seg[t * kLanes + j] += w * up[j];
+      for (int64_t n = 0; n < images; ++n) {
+        std::fill(block.begin(), block.end(), 0.f);
+        for (int64_t r = first_roi[n]; r < first_roi[n + 1]; ++r) {
+          const RoiPlan& plan = plans[r];
+          // Paddle divides each sample's share by the sample count; here each bin's gradient, once.
+          const float inv_count = 1.f / static_cast<float>(plan.grid_points);
+          const float* g = go + (r * channels + c0) * bins;
+          for (int j = 0; j < lanes; ++j)
+            for (int i = 0; i < bins; ++i) upstream[i * kLanes + j] = g[j * bins + i] * inv_count;
+          const int lo = plan.x.lo;
+          const int len = (plan.x.hi - lo) * kLanes;
+          float* grad = block.data() + lo * kLanes;
+          float* rw = row.data();
+          for (int ph = 0; ph < pooled_h; ++ph) {
+            const int y_taps = plan.y.offset[ph + 1] - plan.y.offset[ph];
+            if (y_taps == 0) continue;
+            // Spread each output column's gradient over its tapped columns ...
+            std::fill(rw, rw + len, 0.f);
+            for (int pw = 0; pw < pooled_w; ++pw) {
+              const float* up = upstream.data() + (ph * pooled_w + pw) * kLanes;
+              const int x_taps = plan.x.offset[pw + 1] - plan.x.offset[pw];
+              const float* wx = plan.x.weight.data() + plan.x.offset[pw];
+              float* seg = rw + (plan.x.first[pw] - lo) * kLanes;
+              for (int t = 0; t < x_taps; ++t) {
+                const float w = wx[t];
+                for (int j = 0; j < kLanes; ++j) seg[t * kLanes + j] += w * up[j];
+              }
+            }
+            // ... and that row over the bin's tapped feature rows.
+            const int y_first = plan.y.first[ph];
+            const float* wy = plan.y.weight.data() + plan.y.offset[ph];
+            for (int t = 0; t < y_taps; ++t) {
+              const float w = wy[t];
+              float* line = grad + static_cast<int64_t>(y_first + t) * width * kLanes;
+              for (int k = 0; k < len; ++k) line[k] += w * rw[k];
             }
           }
-          // ... and that row over the bin's tapped feature rows.
-          const int y_first = plan.y.first[ph];
-          const float* wy = plan.y.weight.data() + plan.y.offset[ph];
-          for (int t = 0; t < y_taps; ++t) {
-            const float w = wy[t];
-            float* line = grad + static_cast<int64_t>(y_first + t) * width * kLanes;
-            for (int k = 0; k < len; ++k) line[k] += w * rw[k];
-          }
         }
+        scatter_block(block.data(), n, channels, plane, c0, lanes, gx);
       }
-      scatter_block(block.data(), images, channels, plane, c0, lanes, gx);
     }
   }
   return {dx};
