@@ -78,9 +78,10 @@ def build_config(model_file: Path, params: Path, device: Optional[str], cpu_thre
     or oneDNN (mkldnn); GPU when asked or available; TensorRT only for run_mode trt_* on a Paddle built
     with it.
 
-    oneDNN is opt-in: in Paddle 3.3.1 its PIR executor segfaults on the R-CNN graphs (Cascade, and
-    Mask R-CNN at 800x1333) and cannot run nearest_interp (FPN upsampling), so the default must be the
-    kernels that run every graph exactly.
+    oneDNN (mkldnn) runs the exported MaskRCNN-ResNet50-FPN at 800x1333 in about half the time of Paddle's
+    own kernels (BENCHMARKS.md) but is opt-in: Paddle 3.3.1's oneDNN executor fails on zero-size tensors,
+    which a batch without detections produces, usually with an exception (DeployPredictor then runs the
+    batch on Paddle's kernels) but sometimes with a segmentation fault that ends the process.
     """
     if run_mode not in RUN_MODES:
         raise ConfigError(f"run_mode must be one of {', '.join(RUN_MODES)}, got {run_mode!r}.")
@@ -223,9 +224,9 @@ class DeployPredictor:
         device: "cpu", "gpu" or "gpu:<id>"; None = GPU when available, else CPU.
         threshold: score threshold; None = inference.yml draw_threshold.
         cpu_threads: CPU math threads (None = all cores).
-        run_mode: paddle (Paddle's kernels) | mkldnn (oneDNN on CPU, opt-in; falls back to paddle when
-            oneDNN rejects an op, but can crash on some graphs, see build_config) | trt_fp32 | trt_fp16
-            (GPU with TensorRT only).
+        run_mode: paddle (default; Paddle's own kernels) | mkldnn (oneDNN on CPU, opt-in: a batch it rejects
+            goes to Paddle's kernels, but a batch without detections can crash it, see build_config) |
+            trt_fp32 | trt_fp16 (GPU with TensorRT only).
     """
 
     def __init__(self, model_dir: Union[str, os.PathLike], device: Optional[str] = None,
@@ -241,6 +242,7 @@ class DeployPredictor:
         self._build = (model_file, params, device, cpu_threads)
         self.run_mode = run_mode
         self.predictor = self._create(run_mode)
+        self._fallback: Any = None  # Paddle-kernel predictor for batches oneDNN cannot run
 
     def _threshold(self, threshold: Optional[float]) -> float:
         for value in (threshold, self.threshold, self.info.get("draw_threshold")):
@@ -252,29 +254,31 @@ class DeployPredictor:
         """The graph's outputs for BGR images: bbox [K, 6], bbox_num [N], mask [K, Hm, Wm]."""
         feeds = self.preprocessor.batch(images)
         try:
-            self._run(feeds)
+            predictor = self._run(self.predictor, self.run_mode, feeds)
         except (NotImplementedError, RuntimeError) as exc:
             if self.run_mode != "mkldnn" or _device(self._build[2])[0] != "cpu":
                 raise
-            # Paddle 3.3's oneDNN executor rejects some ops (e.g. nearest_interp's float-list attribute):
-            # fall back to Paddle's own CPU kernels, which run every op of the graph.
-            logger.warning("oneDNN cannot run this model (%s); using Paddle's native CPU kernels.",
-                           str(exc).splitlines()[0][:200])
-            self.run_mode = "paddle"
-            self.predictor = self._create("paddle")
-            self._run(feeds)
-        outs = [self.predictor.get_output_handle(n).copy_to_cpu() for n in self.predictor.get_output_names()]
+            # Paddle 3.3's oneDNN executor rejects zero-size tensors (a batch without detections): run
+            # this batch on Paddle's own CPU kernels, which run every op; later batches try oneDNN again.
+            if self._fallback is None:
+                logger.info("oneDNN could not run a batch (%s); such batches run on Paddle's native CPU "
+                            "kernels.", str(exc).splitlines()[0][:200])
+                self._fallback = self._create("paddle")
+            predictor = self._run(self._fallback, "paddle", feeds)
+        outs = [predictor.get_output_handle(n).copy_to_cpu() for n in predictor.get_output_names()]
         return dict(zip(self.output_names, outs))
 
     def _create(self, run_mode: str) -> Any:
         with onednn_flag(run_mode == "mkldnn"):
             return paddle_infer.create_predictor(build_config(*self._build, run_mode))
 
-    def _run(self, feeds: Dict[str, np.ndarray]) -> None:
-        for name in self.predictor.get_input_names():
-            self.predictor.get_input_handle(name).copy_from_cpu(feeds[name])
-        with onednn_flag(self.run_mode == "mkldnn"):
-            self.predictor.run()
+    @staticmethod
+    def _run(predictor: Any, run_mode: str, feeds: Dict[str, np.ndarray]) -> Any:
+        for name in predictor.get_input_names():
+            predictor.get_input_handle(name).copy_from_cpu(feeds[name])
+        with onednn_flag(run_mode == "mkldnn"):
+            predictor.run()
+        return predictor
 
     def predict(self, input: InputType, batch_size: int = 1,
                 threshold: Optional[float] = None) -> Iterator[InstanceSegResult]:

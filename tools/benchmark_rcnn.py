@@ -199,7 +199,7 @@ def _worker_exported(args) -> Dict:
         outputs = deploy.predictor.get_output_names()
 
         def run():  # the same preprocessed input as the other sides; outputs copied back as predict does
-            deploy._run(feeds)
+            deploy._run(deploy.predictor, deploy.run_mode, feeds)
             return {name: deploy.predictor.get_output_handle(h).copy_to_cpu()
                     for name, h in zip(deploy.output_names, outputs)}
 

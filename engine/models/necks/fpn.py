@@ -18,10 +18,13 @@ from ...errors import ConfigError
 
 def upsample2x_nearest(x: paddle.Tensor) -> paddle.Tensor:
     """[N, C, H, W] -> [N, C, 2H, 2W], each value repeated 2x2: F.interpolate(scale_factor=2, mode="nearest")
-    exactly, written as expand + reshape because the oneDNN executor of Paddle 3.3.1 (Paddle Inference)
-    cannot run nearest_interp's float-list attribute."""
-    shape = paddle.shape(x)  # a tensor: traced graphs keep H and W dynamic
-    return x.unsqueeze([3, 5]).expand([-1, -1, -1, 2, -1, 2]).reshape([0, 0, shape[2] * 2, shape[3] * 2])
+    exactly. Eager code calls interpolate; a traced graph gets a depthwise 2x2 stride-2 transposed
+    convolution with unit weights instead (the same values), because the oneDNN executor of Paddle 3.3.1
+    (Paddle Inference) cannot run nearest_interp's float-list attribute, and runs expand slowly."""
+    if paddle.in_dynamic_mode():
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+    channels = x.shape[1]
+    return F.conv2d_transpose(x, paddle.ones([channels, 1, 2, 2], dtype=x.dtype), stride=2, groups=channels)
 
 
 class FPN(nn.Layer):
