@@ -79,9 +79,9 @@ def setup_device(cfg: Any) -> str:
 
     On CPU, `Global.onednn` switches oneDNN kernels on: measured on 1 thread, a plain conv stack trains
     about 1.5x faster and the demo Mask R-CNN step (batch 4 at 192 px) about 12% faster, with the
-    same losses to float precision. It is off by default because Paddle 3.3.1's oneDNN kernels break
-    the static graph of the R-CNN models (interpolate attributes, training-mode conv-transpose), which
-    training needs for its best_model/inference export. Threads: `Global.cpu_threads`, None = os.cpu_count().
+    same losses to float precision; no gain measured on ResNet50-FPN at full size. It is off by default
+    because, with it on, Paddle 3.3.1 cannot run a traced R-CNN graph in the same process (interpolate
+    attributes, training-mode conv-transpose); tracing and saving an export are unaffected. Threads: `Global.cpu_threads`, None = os.cpu_count().
     """
     import paddle
 

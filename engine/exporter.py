@@ -16,7 +16,6 @@ import yaml
 from omegaconf import DictConfig
 
 from .atomic_io import write_text
-from .device import onednn_flag
 from .errors import ConfigError, WeightsError
 
 logger = logging.getLogger("instseg")
@@ -106,9 +105,8 @@ def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str) -> Dict[str, st
     spec = model.export_spec()
     input_spec = [spec[k] for k in ("image", "im_shape", "scale_factor")]
     prefix = out / "inference"
-    with onednn_flag(False):  # Paddle 3.3.1's oneDNN kernels break the traced R-CNN graph
-        static = paddle.jit.to_static(_Exported(model), input_spec=input_spec, full_graph=True)
-        paddle.jit.save(static, str(prefix), input_spec=input_spec)
+    static = paddle.jit.to_static(_Exported(model), input_spec=input_spec, full_graph=True)
+    paddle.jit.save(static, str(prefix), input_spec=input_spec)
     model_file = next((name for name in MODEL_FILES if (out / name).is_file()), None)
     if model_file is None or not (out / PARAMS_FILE).is_file():
         raise RuntimeError(f"paddle.jit.save wrote no model/params file in {out}: {sorted(p.name for p in out.iterdir())}")
