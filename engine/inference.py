@@ -24,7 +24,7 @@ from .results import InstanceSegResult
 FORMAT_VERSION = 1  # newest inference.yml format this reader understands (engine.exporter writes it)
 MODEL_FILES = ("inference.json", "inference.pdmodel")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-RUN_MODES = ("paddle", "mkldnn", "trt_fp32", "trt_fp16")
+RUN_MODES = ("auto", "paddle", "mkldnn", "trt_fp32", "trt_fp16")
 
 logger = logging.getLogger("instseg")
 
@@ -72,19 +72,29 @@ def _device(device: Optional[str]) -> Tuple[str, int]:
     return kind, int(ids.split(",")[0]) if ids else 0
 
 
-def build_config(model_file: Path, params: Path, device: Optional[str], cpu_threads: Optional[int],
-                 run_mode: str) -> "paddle_infer.Config":
-    """A Paddle Inference config: on CPU `cpu_threads` threads with Paddle's own kernels (run_mode paddle)
-    or oneDNN (mkldnn); GPU when asked or available; TensorRT only for run_mode trt_* on a Paddle built
-    with it.
-
-    oneDNN (mkldnn) runs the exported MaskRCNN-ResNet50-FPN at 800x1333 in about half the time of Paddle's
-    own kernels (BENCHMARKS.md) but is opt-in: Paddle 3.3.1's oneDNN executor fails on zero-size tensors,
-    which a batch without detections produces, usually with an exception (DeployPredictor then runs the
-    batch on Paddle's kernels) but sometimes with a segmentation fault that ends the process.
-    """
+def resolve_run_mode(run_mode: Optional[str], device: Optional[str]) -> str:
+    """The run mode `auto` (or None) stands for: mkldnn (oneDNN) on a CPU when Paddle is built with it,
+    else paddle. Other values are checked and returned as they are."""
+    if run_mode is None or run_mode == "auto":
+        on_cpu = _device(device)[0] == "cpu"
+        return "mkldnn" if on_cpu and paddle.base.core.is_compiled_with_mkldnn() else "paddle"
     if run_mode not in RUN_MODES:
         raise ConfigError(f"run_mode must be one of {', '.join(RUN_MODES)}, got {run_mode!r}.")
+    return run_mode
+
+
+def build_config(model_file: Path, params: Path, device: Optional[str], cpu_threads: Optional[int],
+                 run_mode: str) -> "paddle_infer.Config":
+    """A Paddle Inference config: on CPU `cpu_threads` threads with oneDNN (run_mode mkldnn, what `auto`
+    picks) or Paddle's own kernels (paddle); GPU when asked or available; TensorRT only for run_mode
+    trt_* on a Paddle built with it.
+
+    oneDNN runs the exported MaskRCNN-ResNet50-FPN at 800x1333 in about half the time of Paddle's own
+    kernels (BENCHMARKS.md). Paddle 3.3.1's oneDNN kernels fail on zero-size tensors (an exception, or for
+    concat a segmentation fault), so exported R-CNN graphs never make one on their inference path (see
+    `multiclass_nms`'s sentinel); a batch oneDNN still rejects runs on Paddle's kernels (DeployPredictor).
+    """
+    run_mode = resolve_run_mode(run_mode, device)
     config = paddle_infer.Config(str(model_file), str(params))
     kind, device_id = _device(device)
     if kind == "gpu":
@@ -224,14 +234,14 @@ class DeployPredictor:
         device: "cpu", "gpu" or "gpu:<id>"; None = GPU when available, else CPU.
         threshold: score threshold; None = inference.yml draw_threshold.
         cpu_threads: CPU math threads (None = all cores).
-        run_mode: paddle (default; Paddle's own kernels) | mkldnn (oneDNN on CPU, opt-in: a batch it rejects
-            goes to Paddle's kernels, but a batch without detections can crash it, see build_config) |
-            trt_fp32 | trt_fp16 (GPU with TensorRT only).
+        run_mode: auto (default: mkldnn on CPU, paddle on GPU) | mkldnn (oneDNN on CPU; a batch it
+            rejects runs on Paddle's kernels) | paddle (Paddle's own kernels) | trt_fp32 | trt_fp16 (GPU
+            with TensorRT only).
     """
 
     def __init__(self, model_dir: Union[str, os.PathLike], device: Optional[str] = None,
                  threshold: Optional[float] = None, cpu_threads: Optional[int] = None,
-                 run_mode: str = "paddle") -> None:
+                 run_mode: Optional[str] = "auto") -> None:
         self.info, model_file, params = read_inference_config(model_dir)
         self.model_dir = Path(model_dir)
         self.model_name = self.info.get("model_name")
@@ -240,8 +250,8 @@ class DeployPredictor:
         self.preprocessor = Preprocessor(self.info["Preprocess"])
         self.output_names = list(self.info.get("outputs", ["bbox", "bbox_num", "mask"]))
         self._build = (model_file, params, device, cpu_threads)
-        self.run_mode = run_mode
-        self.predictor = self._create(run_mode)
+        self.run_mode = resolve_run_mode(run_mode, device)
+        self.predictor = self._create(self.run_mode)
         self._fallback: Any = None  # Paddle-kernel predictor for batches oneDNN cannot run
 
     def _threshold(self, threshold: Optional[float]) -> float:
@@ -258,8 +268,9 @@ class DeployPredictor:
         except (NotImplementedError, RuntimeError) as exc:
             if self.run_mode != "mkldnn" or _device(self._build[2])[0] != "cpu":
                 raise
-            # Paddle 3.3's oneDNN executor rejects zero-size tensors (a batch without detections): run
-            # this batch on Paddle's own CPU kernels, which run every op; later batches try oneDNN again.
+            # Paddle 3.3's oneDNN kernels reject zero-size tensors (which exported R-CNN graphs avoid, but
+            # another graph may make): run this batch on Paddle's own CPU kernels, which run every op;
+            # later batches try oneDNN again.
             if self._fallback is None:
                 logger.info("oneDNN could not run a batch (%s); such batches run on Paddle's native CPU "
                             "kernels.", str(exc).splitlines()[0][:200])

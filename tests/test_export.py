@@ -6,6 +6,7 @@ Tolerance (stated by the issue): boxes and scores within 1e-3 absolute (float32 
 fused by Paddle Inference), identical classes and counts, and at most 0.1 % of mask pixels different
 (a pasted probability within float error of the 0.5 mask threshold may flip).
 """
+import dataclasses
 import json
 from pathlib import Path
 from typing import Dict, List
@@ -353,25 +354,37 @@ def test_real_rcnn_exported_matches_dynamic_graph(name, onednn, tmp_path):
         assert np.mean(static["mask"] != eager["mask"]) <= MASK_TOL
 
 
-def test_real_rcnn_without_detections(tmp_path):
-    """No detections at all: zero rows and empty results on the default run mode (Paddle's kernels; oneDNN
-    fails on the zero-size tensors, sometimes with a segmentation fault, hence opt-in)."""
+@pytest.mark.parametrize("name", ["MaskRCNN-ResNet50-FPN", "MaskRCNN-ResNet50", "Cascade-MaskRCNN-ResNet50-FPN"])
+def test_real_rcnn_without_detections(name, tmp_path):
+    """No detections at all: zero rows and empty results on both CPU run modes. oneDNN (the default) throws
+    on zero-size tensors or, in concat, crashes the process: the graph's placeholder detection keeps every
+    tensor non-empty, so oneDNN runs the whole batch (no fallback) and the placeholder never shows."""
     from engine.config.architectures import RCNNArchitecture
     from engine.models.zoo import build_model
     arch = RCNNArchitecture(base_channels=16, fpn_channels=32, box_head_dim=64, mask_head_channels=16,
                             mask_head_convs=1, anchor_sizes=[16, 32, 64, 128, 256], freeze_at=-1,
                             freeze_norm=False, rpn_post_nms_top_n_test=50, rpn_pre_nms_top_n_test=100)
+    if name == "MaskRCNN-ResNet50":
+        arch = dataclasses.replace(arch, anchor_sizes=[32, 64, 128, 256, 512])
     paddle.seed(0)
-    model = build_model("MaskRCNN-ResNet50-FPN", arch, 3)
-    score = model.bbox_head.bbox_score
-    score.weight.set_value(paddle.zeros_like(score.weight))
-    bias = score.bias.numpy()
-    bias[:3] = -20.0  # every foreground score ~e-20: nothing passes the score threshold
-    score.bias.set_value(bias)
+    model = build_model(name, arch, 3)
+    head = model.bbox_head
+    for score in (head.scorers if hasattr(head, "scorers") else [head.bbox_score]):
+        score.weight.set_value(paddle.zeros_like(score.weight))
+        bias = score.bias.numpy()
+        bias[:3] = -20.0  # every foreground score ~e-20: nothing passes the score threshold
+        score.bias.set_value(bias)
     model.eval()
     export_model(model, make_cfg(tmp_path), str(tmp_path / "inference"))
-    deploy = DeployPredictor(tmp_path / "inference", device="cpu", cpu_threads=1)
-    out = deploy.raw(images())
-    assert out["bbox_num"].tolist() == [0, 0, 0] and out["bbox"].shape[0] == 0 and out["mask"].shape[0] == 0
-    results = list(deploy.predict(images(), threshold=0.0))
-    assert len(results) == 3 and all(not r.boxes and not r.masks for r in results)
+    for run_mode in ("auto", "paddle"):
+        deploy = DeployPredictor(tmp_path / "inference", device="cpu", cpu_threads=1, run_mode=run_mode)
+        assert deploy.run_mode == ("mkldnn" if run_mode == "auto" else "paddle")
+        eager = dynamic(model, deploy.preprocessor.batch(images()))
+        assert eager["bbox_num"].tolist() == [0, 0, 0] and eager["bbox"].shape[0] == 0
+        for batch in (images(), images()[:1], images()[:2]):
+            out = deploy.raw(batch)
+            assert out["bbox_num"].tolist() == [0] * len(batch), run_mode
+            assert out["bbox"].shape[0] == 0 and out["mask"].shape[0] == 0
+        assert deploy._fallback is None  # oneDNN ran every batch itself
+        results = list(deploy.predict(images(), threshold=0.0))
+        assert len(results) == 3 and all(not r.boxes and not r.masks for r in results)

@@ -45,7 +45,7 @@ class CheckDatasetSection:
 
 @dataclass
 class KernelOptionSection:
-    run_mode: str = "paddle"  # paddle (Paddle's own kernels) | mkldnn (oneDNN on CPU, ~2x faster, see README) | trt_fp32 | trt_fp16
+    run_mode: str = "auto"  # auto (mkldnn on CPU, paddle on GPU) | mkldnn (oneDNN) | paddle (Paddle's own kernels) | trt_fp32 | trt_fp16
     cpu_threads: Optional[int] = None  # None = Global.cpu_threads
 
 

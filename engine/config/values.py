@@ -15,7 +15,7 @@ CHOICES: Dict[str, Tuple[Any, ...]] = {
     "Train.lr_scheduler": ("piecewise", "cosine", "constant"),
     "Train.optimizer": ("momentum", "adamw"),
     "Evaluate.backend": ("pycocotools", "fast"),
-    "Predict.kernel_option.run_mode": ("paddle", "trt_fp32", "trt_fp16", "mkldnn"),
+    "Predict.kernel_option.run_mode": ("auto", "paddle", "mkldnn", "trt_fp32", "trt_fp16"),
 }
 
 Rule = Tuple[Callable[[Any], bool], str]

@@ -21,7 +21,7 @@ from ..ops.anchors import AnchorGenerator
 from ..ops.assigners import GroundTruth
 from ..ops.box_coder import clip_boxes, nonempty
 from ..ops.mask_paste import paste_masks
-from ..ops.nms import multiclass_nms, segment_ids
+from ..ops.nms import drop_sentinel, multiclass_nms, segment_ids
 from ..ops.proposals import ProposalConfig
 from ..ops.roi_align import RoIAlign
 
@@ -116,13 +116,14 @@ class MaskRCNN(nn.Layer):
         boxes, probs = self.bbox_head.predict(feats, rois, rois_num, im_shape)
         p = self.post
         dets, det_num = multiclass_nms(boxes, probs, rois_num, p.score_threshold, p.nms_threshold,
-                                       p.keep_top_k)
+                                       p.keep_top_k, sentinel=True)
         dets, det_num, original_boxes, original_size = _to_original(dets, det_num, im_shape, scale_factor)
         feat_func = self.bbox_head.head if self.mask_head.share_bbox_feat else None
         probs = self.mask_head.predict(feats, dets[:, 2:], det_num, dets[:, 0].astype("int64"), feat_func)
         max_size = original_size.max(axis=0).astype("int32")
         masks = paste_masks(probs, original_boxes, max_size[0], max_size[1], p.mask_threshold)
         bbox = paddle.concat([dets[:, :2], original_boxes], axis=1)
+        bbox, det_num, masks = drop_sentinel(bbox, det_num, masks)
         return {"bbox": bbox, "bbox_num": det_num, "mask": masks}
 
     def export_spec(self) -> Dict[str, paddle.static.InputSpec]:

@@ -10,6 +10,8 @@ import paddle.vision.ops as vops
 
 from .box_coder import nonempty
 
+SENTINEL_SCORE = -1.0  # score of multiclass_nms's placeholder row; real scores are probabilities
+
 
 def segment_ids(counts: paddle.Tensor, total: Union[int, paddle.Tensor]) -> paddle.Tensor:
     """int64 [total]: the segment (image) of each row when rows are grouped by `counts` (int [N])."""
@@ -41,7 +43,7 @@ def top_k_per_image(scores: paddle.Tensor, image_ids: paddle.Tensor, num_images:
 
 def multiclass_nms(boxes: paddle.Tensor, probs: paddle.Tensor, rois_num: paddle.Tensor,
                    score_threshold: float, nms_threshold: float,
-                   keep_top_k: int) -> Tuple[paddle.Tensor, paddle.Tensor]:
+                   keep_top_k: int, sentinel: bool = False) -> Tuple[paddle.Tensor, paddle.Tensor]:
     """Per-class, per-image NMS over R-CNN outputs, then the `keep_top_k` best detections of each image.
 
     One `paddle.vision.ops.nms` call covers all images and classes: each (image, class) group is shifted
@@ -54,7 +56,10 @@ def multiclass_nms(boxes: paddle.Tensor, probs: paddle.Tensor, rois_num: paddle.
         rois_num: int [N] RoIs per image (rows of `boxes` are grouped by image).
     Returns:
         (detections float32 [K, 6] rows (class, score, x1, y1, x2, y2), image by image, score
-        descending within an image; counts int32 [N]).
+        descending within an image; counts int32 [N]). With `sentinel`, the first image also holds a
+        placeholder row (class 0, score -1, box (0, 0, 2, 2)) unless keep_top_k real detections push it
+        out: K >= 1 whatever the scores, which Paddle Inference's oneDNN kernels need (they fail, or
+        crash, on zero-size tensors); drop it with `drop_sentinel`.
     """
     num_classes = probs.shape[1]
     num_box_sets = boxes.shape[1]
@@ -68,6 +73,11 @@ def multiclass_nms(boxes: paddle.Tensor, probs: paddle.Tensor, rois_num: paddle.
     cand_boxes = paddle.gather(boxes.reshape([-1, 4]), box_index)
     cand_scores = paddle.gather(probs.flatten(), flat)
     cand_image = paddle.gather(roi_image, roi)
+    if sentinel:  # its own class column (num_classes) for NMS, so nothing suppresses it or is suppressed
+        cls = paddle.concat([cls, paddle.full([1], num_classes, cls.dtype)])
+        cand_boxes = paddle.concat([cand_boxes, paddle.to_tensor([[0.0, 0.0, 2.0, 2.0]], boxes.dtype)])
+        cand_scores = paddle.concat([cand_scores, paddle.full([1], SENTINEL_SCORE, cand_scores.dtype)])
+        cand_image = paddle.concat([cand_image, paddle.zeros([1], cand_image.dtype)])
     # a zero appended so the max is defined when an image batch has no RoI at all
     span = paddle.concat([boxes.abs().flatten(), paddle.zeros([1], boxes.dtype)]).max() + 1.0
     shift_x = cls.astype("float32") * span
@@ -77,7 +87,21 @@ def multiclass_nms(boxes: paddle.Tensor, probs: paddle.Tensor, rois_num: paddle.
     top, counts = top_k_per_image(paddle.gather(cand_scores, keep), paddle.gather(cand_image, keep),
                                   paddle.shape(rois_num)[0], keep_top_k)
     keep = paddle.gather(keep, top)
-    dets = paddle.concat([paddle.gather(cls, keep).astype("float32").unsqueeze(1),
+    dets = paddle.concat([(paddle.gather(cls, keep) % num_classes).astype("float32").unsqueeze(1),
                           paddle.gather(cand_scores, keep).unsqueeze(1),
                           paddle.gather(cand_boxes, keep)], axis=1)
     return dets, counts
+
+
+def drop_sentinel(dets: paddle.Tensor, counts: paddle.Tensor, *rows: paddle.Tensor) -> Tuple[paddle.Tensor, ...]:
+    """Remove multiclass_nms's placeholder (first image, score < 0) from `dets` [K, >=2] (score in column
+    1), `counts` int32 [N] and each of `rows` (tensors with K leading rows).
+
+    Only gathers and integer arithmetic touch the possibly empty result (kernels oneDNN leaves alone).
+    Returns (dets, counts, *rows).
+    """
+    is_sentinel = dets[:, 1] < 0
+    keep = paddle.nonzero(paddle.logical_not(is_sentinel)).flatten()
+    first = (paddle.arange(0, paddle.shape(counts)[0], dtype="int32") == 0).astype("int32")
+    counts = counts - first * is_sentinel.astype("int32").sum().astype("int32")
+    return (paddle.gather(dets, keep), counts) + tuple(paddle.gather(r, keep) for r in rows)

@@ -49,7 +49,8 @@ def _level_proposals(score: paddle.Tensor, delta: paddle.Tensor, anchors: paddle
     # NMS of all images at once: each image is moved below the previous one, out of its reach.
     span = sizes[:, 0].max() + 1.0
     shift = image.astype("float32").unsqueeze(1) * span
-    offsets = paddle.concat([paddle.zeros_like(shift), shift, paddle.zeros_like(shift), shift], axis=1)
+    # a product, not a concat: a level left without boxes must not reach oneDNN's concat (it crashes)
+    offsets = shift * paddle.to_tensor([0.0, 1.0, 0.0, 1.0], "float32")
     keep = vops.nms(boxes + offsets, nms_thresh, top_logits)
     top, _ = top_k_per_image(paddle.gather(top_logits, keep), paddle.gather(image, keep), num_images,
                              post_nms_top_n)
