@@ -263,7 +263,7 @@ def main() -> None:
     parser.add_argument("--onednn", action="store_true", help="oneDNN kernels for ours (dygraph)")
     parser.add_argument("--exported", action="store_true",
                         help="also time ours exported and run by Paddle Inference (infer task)")
-    parser.add_argument("--run-mode", default="paddle", help="DeployPredictor run_mode for --exported")
+    parser.add_argument("--run-mode", default="auto", help="DeployPredictor run_mode for --exported (auto: oneDNN on CPU)")
     parser.add_argument("--worker", choices=["ours", "ppdet", "exported"], help=argparse.SUPPRESS)
     parser.add_argument("--task", default="infer", help=argparse.SUPPRESS)
     parser.add_argument("--weights", default=None, help=argparse.SUPPRESS)

@@ -18,7 +18,7 @@ def main() -> None:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         sys.exit(f"{out} exists and is not empty; remove it first (nothing was overwritten).")
-    make_coco_dataset(out, num_train=48, num_val=16, size=(192, 192), max_shapes=3, seed=2026)
+    make_coco_dataset(out, num_train=192, num_val=48, size=(192, 192), max_shapes=3, seed=2026)
     print(f"demo dataset written to {out}")
 
 
