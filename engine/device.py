@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from engine.errors import ConfigError
+from engine.malloc_tuning import keep_freed_memory
 
 DEVICE_TYPES = ("cpu", "gpu", "xpu", "npu", "mlu")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +83,7 @@ def setup_device(cfg: Any) -> str:
     same losses to float precision; no gain measured on ResNet50-FPN at full size. It is off by default
     because, with it on, Paddle 3.3.1 cannot run a traced R-CNN graph in the same process (interpolate
     attributes, training-mode conv-transpose); tracing and saving an export are unaffected. Threads: `Global.cpu_threads`, None = os.cpu_count().
+    On CPU, malloc keeps freed memory for the next tensor (engine.malloc_tuning).
     """
     import paddle
 
@@ -93,6 +95,7 @@ def setup_device(cfg: Any) -> str:
     setter(int(threads))
     if name == "cpu":
         paddle.set_flags({"FLAGS_use_mkldnn": bool(cfg.Global.onednn)})
+        keep_freed_memory()
     return name
 
 

@@ -18,6 +18,7 @@ import yaml
 from paddle import inference as paddle_infer
 
 from .device import onednn_flag
+from .malloc_tuning import keep_freed_memory
 from .errors import ConfigError, WeightsError
 from .results import InstanceSegResult
 
@@ -250,6 +251,8 @@ class DeployPredictor:
         self.preprocessor = Preprocessor(self.info["Preprocess"])
         self.output_names = list(self.info.get("outputs", ["bbox", "bbox_num", "mask"]))
         self._build = (model_file, params, device, cpu_threads)
+        if _device(device)[0] == "cpu":
+            keep_freed_memory()
         self.run_mode = resolve_run_mode(run_mode, device)
         self.predictor = self._create(self.run_mode)
         self._fallback: Any = None  # Paddle-kernel predictor for batches oneDNN cannot run

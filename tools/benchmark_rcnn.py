@@ -14,6 +14,9 @@ proposals are anchors spread over the image: the detection count reaches `keep_t
 
 `--ppdet-root` is a checkout of PaddleDetection develop (not committed here); without it only ours
 runs. PaddleDetection's side needs numpy<2 in its own environment, hence `--ppdet-python`.
+
+Ours runs as the CLI does on CPU, with engine.malloc_tuning (`--no-malloc-tuning`: without);
+`--ppdet-malloc-tuning` gives PaddleDetection the same glibc settings, for a like-for-like comparison.
 """
 import argparse
 import json
@@ -122,9 +125,12 @@ def _worker_ours(args) -> Dict:
     from engine.config.architectures import RCNNArchitecture
     from engine.models.zoo import build_model
 
+    from engine.malloc_tuning import keep_freed_memory
+
     paddle.base.core.set_num_threads(args.threads)
     if args.onednn:
         paddle.set_flags({"FLAGS_use_mkldnn": True})
+    keep_freed_memory()  # what engine.device.setup_device does on CPU (INSTSEG_MALLOC_TUNING=0: not)
     model = build_model(args.model, RCNNArchitecture(keep_top_k=args.keep_top_k), 80)
     model.set_state_dict(paddle.load(args.weights))
     result: Dict = {"side": "ours"}
@@ -233,6 +239,10 @@ def _make_weights(model: str, path: str) -> None:
 
 def _spawn(python: str, args, side: str, task: str, keep_top_k: int) -> Dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES="")
+    if args.no_malloc_tuning:
+        env["INSTSEG_MALLOC_TUNING"] = "0"
+    if args.ppdet_malloc_tuning and side == "ppdet":  # engine.malloc_tuning's settings, as glibc variables
+        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2 ** 31 - 1), MALLOC_TOP_PAD_=str(64 << 20))
     cmd = [python, __file__, "--worker", side, "--task", task, "--model", args.model, "--weights", args.weights,
            "--threads", str(args.threads), "--repeats", str(args.repeats), "--keep-top-k", str(keep_top_k),
            "--size", *map(str, args.size), "--batch", str(args.batch), "--train-size", str(args.train_size)]
@@ -263,6 +273,10 @@ def main() -> None:
     parser.add_argument("--onednn", action="store_true", help="oneDNN kernels for ours (dygraph)")
     parser.add_argument("--exported", action="store_true",
                         help="also time ours exported and run by Paddle Inference (infer task)")
+    parser.add_argument("--no-malloc-tuning", action="store_true",
+                        help="ours and exported without engine.malloc_tuning (INSTSEG_MALLOC_TUNING=0)")
+    parser.add_argument("--ppdet-malloc-tuning", action="store_true",
+                        help="PaddleDetection with the same glibc malloc settings (environment variables)")
     parser.add_argument("--run-mode", default="auto", help="DeployPredictor run_mode for --exported (auto: oneDNN on CPU)")
     parser.add_argument("--worker", choices=["ours", "ppdet", "exported"], help=argparse.SUPPRESS)
     parser.add_argument("--task", default="infer", help=argparse.SUPPRESS)
