@@ -354,7 +354,8 @@ def test_real_rcnn_exported_matches_dynamic_graph(name, onednn, tmp_path):
         assert np.mean(static["mask"] != eager["mask"]) <= MASK_TOL
 
 
-@pytest.mark.parametrize("name", ["MaskRCNN-ResNet50-FPN", "MaskRCNN-ResNet50", "Cascade-MaskRCNN-ResNet50-FPN"])
+@pytest.mark.parametrize("name", ["MaskRCNN-ResNet50-FPN", "MaskRCNN-ResNet50",
+                                  "Cascade-MaskRCNN-ResNet50-FPN"])
 def test_real_rcnn_without_detections(name, tmp_path):
     """No detections at all: zero rows and empty results on both CPU run modes. oneDNN (the default) throws
     on zero-size tensors or, in concat, crashes the process: the graph's placeholder detection keeps every

@@ -17,14 +17,15 @@ def _dets(rows_per_image, keep_top_k, sentinel=True):
     n = sum(rows_per_image)
     boxes = paddle.to_tensor([[[10.0 * i, 0.0, 10.0 * i + 8.0, 8.0]] for i in range(n)]).expand([n, 3, 4])
     probs = paddle.to_tensor([[0.01, 0.9 - 0.01 * i, 0.01] for i in range(n)])
-    return multiclass_nms(boxes, probs, paddle.to_tensor(rows_per_image, dtype="int32"), 0.05, 0.5, keep_top_k,
-                          sentinel=sentinel)
+    rois_num = paddle.to_tensor(rows_per_image, dtype="int32")
+    return multiclass_nms(boxes, probs, rois_num, 0.05, 0.5, keep_top_k, sentinel=sentinel)
 
 
 def test_sentinel_keeps_detections_non_empty_and_drop_removes_it():
     dets, counts = multiclass_nms(paddle.zeros([0, 3, 4]), paddle.zeros([0, 3]),
                                   paddle.to_tensor([0, 0], dtype="int32"), 0.05, 0.5, 100, sentinel=True)
-    assert dets.numpy().tolist() == [[0.0, SENTINEL_SCORE, 0.0, 0.0, 2.0, 2.0]] and counts.numpy().tolist() == [1, 0]
+    assert dets.numpy().tolist() == [[0.0, SENTINEL_SCORE, 0.0, 0.0, 2.0, 2.0]]
+    assert counts.numpy().tolist() == [1, 0]
     masks = paddle.ones([1, 4, 4])
     dets, counts, masks = drop_sentinel(dets, counts, masks)
     assert dets.shape == [0, 6] and masks.shape == [0, 4, 4] and counts.numpy().tolist() == [0, 0]

@@ -123,9 +123,8 @@ def _worker_ours(args) -> Dict:
 
     sys.path.insert(0, str(REPO))
     from engine.config.architectures import RCNNArchitecture
-    from engine.models.zoo import build_model
-
     from engine.malloc_tuning import keep_freed_memory
+    from engine.models.zoo import build_model
 
     paddle.base.core.set_num_threads(args.threads)
     if args.onednn:
@@ -242,7 +241,8 @@ def _spawn(python: str, args, side: str, task: str, keep_top_k: int) -> Dict:
     if args.no_malloc_tuning:
         env["INSTSEG_MALLOC_TUNING"] = "0"
     if args.ppdet_malloc_tuning and side == "ppdet":  # engine.malloc_tuning's settings, as glibc variables
-        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2 ** 31 - 1), MALLOC_TOP_PAD_=str(64 << 20))
+        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2 ** 31 - 1),
+                   MALLOC_TOP_PAD_=str(64 << 20))
     cmd = [python, __file__, "--worker", side, "--task", task, "--model", args.model, "--weights", args.weights,
            "--threads", str(args.threads), "--repeats", str(args.repeats), "--keep-top-k", str(keep_top_k),
            "--size", *map(str, args.size), "--batch", str(args.batch), "--train-size", str(args.train_size)]
@@ -277,7 +277,8 @@ def main() -> None:
                         help="ours and exported without engine.malloc_tuning (INSTSEG_MALLOC_TUNING=0)")
     parser.add_argument("--ppdet-malloc-tuning", action="store_true",
                         help="PaddleDetection with the same glibc malloc settings (environment variables)")
-    parser.add_argument("--run-mode", default="auto", help="DeployPredictor run_mode for --exported (auto: oneDNN on CPU)")
+    parser.add_argument("--run-mode", default="auto",
+                        help="DeployPredictor run_mode for --exported (auto: oneDNN on CPU)")
     parser.add_argument("--worker", choices=["ours", "ppdet", "exported"], help=argparse.SUPPRESS)
     parser.add_argument("--task", default="infer", help=argparse.SUPPRESS)
     parser.add_argument("--weights", default=None, help=argparse.SUPPRESS)

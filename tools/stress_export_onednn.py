@@ -72,7 +72,8 @@ def main() -> int:
             onednn = DeployPredictor(root / "inference", device="cpu", cpu_threads=1)  # auto: oneDNN
             native = DeployPredictor(root / "inference", device="cpu", cpu_threads=1, run_mode="paddle")
             for _ in range(args.batches):
-                shapes = [(int(rng.integers(8, 120)), int(rng.integers(8, 120))) for _ in range(rng.integers(1, 4))]
+                count = int(rng.integers(1, 4))
+                shapes = [(int(rng.integers(8, 120)), int(rng.integers(8, 120))) for _ in range(count)]
                 batch = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
                 got, ref = onednn.raw(batch)["bbox_num"].tolist(), native.raw(batch)["bbox_num"].tolist()
                 empty_agree = all((g == 0) == (r == 0) for g, r in zip(got, ref))
@@ -84,8 +85,8 @@ def main() -> int:
                       f"{'' if got == ref else f' (paddle kernels: {ref})'}"
                       f"{' FELL BACK to paddle' if onednn._fallback is not None else ''}"
                       f"{'' if empty_agree else ' EMPTY MISMATCH'}", flush=True)
-    print(f"{runs} batches, {failures} failures, {differing} with other detection counts than Paddle's kernels "
-          f"(run mode {onednn.run_mode})")
+    print(f"{runs} batches, {failures} failures, {differing} with other detection counts than Paddle's "
+          f"kernels (run mode {onednn.run_mode})")
     return 1 if failures else 0
 
 

@@ -45,7 +45,8 @@ class CheckDatasetSection:
 
 @dataclass
 class KernelOptionSection:
-    run_mode: str = "auto"  # auto (mkldnn on CPU, paddle on GPU) | mkldnn (oneDNN) | paddle (Paddle's own kernels) | trt_fp32 | trt_fp16
+    # auto (mkldnn on CPU, paddle on GPU) | mkldnn (oneDNN) | paddle (Paddle's own kernels) | trt_fp32 | trt_fp16
+    run_mode: str = "auto"
     cpu_threads: Optional[int] = None  # None = Global.cpu_threads
 
 

@@ -93,7 +93,8 @@ def multiclass_nms(boxes: paddle.Tensor, probs: paddle.Tensor, rois_num: paddle.
     return dets, counts
 
 
-def drop_sentinel(dets: paddle.Tensor, counts: paddle.Tensor, *rows: paddle.Tensor) -> Tuple[paddle.Tensor, ...]:
+def drop_sentinel(dets: paddle.Tensor, counts: paddle.Tensor,
+                  *rows: paddle.Tensor) -> Tuple[paddle.Tensor, ...]:
     """Remove multiclass_nms's placeholder (first image, score < 0) from `dets` [K, >=2] (score in column
     1), `counts` int32 [N] and each of `rows` (tensors with K leading rows).
 
