@@ -201,7 +201,16 @@ int widest_span(const std::vector<RoiPlan>& plans) {
   return span;
 }
 
-void check_inputs(const paddle::Tensor& x, const paddle::Tensor& boxes, int pooled_h, int pooled_w) {
+// Channels per block (the lanes of the channel-last per-thread buffer). 16 and 32 measured no faster.
+constexpr int kLanes = 8;
+
+// The sizes both kernels work with.
+struct Dims {
+  int64_t images, channels, num_rois, plane, blocks;
+  int height, width, bins;
+};
+
+Dims check_inputs(const paddle::Tensor& x, const paddle::Tensor& boxes, int pooled_h, int pooled_w) {
   PD_CHECK(x.is_cpu() && boxes.is_cpu(), "roi_align (native): CPU tensors only");
   PD_CHECK(x.dtype() == paddle::DataType::FLOAT32 && boxes.dtype() == paddle::DataType::FLOAT32,
            "roi_align (native): float32 only");
@@ -209,10 +218,20 @@ void check_inputs(const paddle::Tensor& x, const paddle::Tensor& boxes, int pool
            "roi_align: x must be [N, C, H, W] with H, W > 0");
   PD_CHECK(boxes.shape().size() == 2 && boxes.shape()[1] == 4, "roi_align: boxes must be [R, 4]");
   PD_CHECK(pooled_h > 0 && pooled_w > 0, "roi_align: output size must be positive");
+  const auto& shape = x.shape();
+  Dims d;
+  d.images = shape[0];
+  d.channels = shape[1];
+  d.height = static_cast<int>(shape[2]);
+  d.width = static_cast<int>(shape[3]);
+  d.num_rois = boxes.shape()[0];
+  d.plane = static_cast<int64_t>(d.height) * d.width;
+  d.bins = pooled_h * pooled_w;
+  d.blocks = (d.channels + kLanes - 1) / kLanes;
+  return d;
 }
 
-// Channels per block (the lanes of the channel-last per-thread buffer). 16 and 32 measured no faster.
-constexpr int kLanes = 8;
+paddle::Tensor contiguous(const paddle::Tensor& t) { return t.is_contiguous() ? t : t.contiguous(); }
 
 // Channels c0 .. c0 + lanes - 1 of image n of x [N, C, H, W] into block [H, W, kLanes].
 void gather_block(const float* x, int64_t n, int64_t channels, int64_t plane, int64_t c0, int lanes,
@@ -236,40 +255,31 @@ void scatter_block(const float* block, int64_t n, int64_t channels, int64_t plan
 std::vector<paddle::Tensor> RoiAlignForward(const paddle::Tensor& x_in, const paddle::Tensor& boxes_in,
                                             const paddle::Tensor& boxes_num, int pooled_h, int pooled_w,
                                             float spatial_scale, int sampling_ratio, bool aligned) {
-  check_inputs(x_in, boxes_in, pooled_h, pooled_w);
-  const paddle::Tensor x = x_in.is_contiguous() ? x_in : x_in.contiguous();
-  const paddle::Tensor boxes = boxes_in.is_contiguous() ? boxes_in : boxes_in.contiguous();
-  const auto& shape = x.shape();
-  const int64_t images = shape[0];
-  const int64_t channels = shape[1];
-  const int height = static_cast<int>(shape[2]);
-  const int width = static_cast<int>(shape[3]);
-  const int64_t num_rois = boxes.shape()[0];
-  paddle::Tensor out = paddle::empty({num_rois, channels, pooled_h, pooled_w}, paddle::DataType::FLOAT32,
-                                     x.place());
-  if (num_rois == 0 || channels == 0) return {out};
-  const std::vector<int64_t> first_roi = roi_offsets(boxes_num, images, num_rois);
-  const auto plans = make_plans(boxes, height, width, pooled_h, pooled_w, spatial_scale, sampling_ratio,
-                                aligned, /*grad_rules=*/false);
+  const paddle::Tensor x = contiguous(x_in);
+  const paddle::Tensor boxes = contiguous(boxes_in);
+  const Dims d = check_inputs(x, boxes, pooled_h, pooled_w);
+  paddle::Tensor out =
+      paddle::empty({d.num_rois, d.channels, pooled_h, pooled_w}, paddle::DataType::FLOAT32, x.place());
+  if (d.num_rois == 0 || d.channels == 0) return {out};
+  const std::vector<int64_t> first_roi = roi_offsets(boxes_num, d.images, d.num_rois);
+  const auto plans = make_plans(boxes, d.height, d.width, pooled_h, pooled_w, spatial_scale,
+                                sampling_ratio, aligned, /*grad_rules=*/false);
   const int span = widest_span(plans);
   const float* src = x.data<float>();
   float* dst = out.data<float>();
-  const int64_t plane = static_cast<int64_t>(height) * width;
-  const int bins = pooled_h * pooled_w;
-  const int64_t blocks = (channels + kLanes - 1) / kLanes;
 
 #pragma omp parallel
   {
-    std::vector<float> block(plane * kLanes);
+    std::vector<float> block(d.plane * kLanes);
     std::vector<float> row(static_cast<size_t>(span) * kLanes);
-    std::vector<float> pooled(static_cast<size_t>(bins) * kLanes);
+    std::vector<float> pooled(static_cast<size_t>(d.bins) * kLanes);
 #pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
+    for (int64_t b = 0; b < d.blocks; ++b) {
       const int64_t c0 = b * kLanes;
-      const int lanes = static_cast<int>(std::min<int64_t>(kLanes, channels - c0));
-      for (int64_t n = 0; n < images; ++n) {
+      const int lanes = static_cast<int>(std::min<int64_t>(kLanes, d.channels - c0));
+      for (int64_t n = 0; n < d.images; ++n) {
         if (first_roi[n + 1] == first_roi[n]) continue;
-        gather_block(src, n, channels, plane, c0, lanes, block.data());
+        gather_block(src, n, d.channels, d.plane, c0, lanes, block.data());
         for (int64_t r = first_roi[n]; r < first_roi[n + 1]; ++r) {
           const RoiPlan& plan = plans[r];
           // Paddle divides by the sample count through its reciprocal (inf for an empty grid: NaN out).
@@ -286,7 +296,7 @@ std::vector<paddle::Tensor> RoiAlignForward(const paddle::Tensor& x_in, const pa
             const float* wy = plan.y.weight.data() + plan.y.offset[ph];
             for (int t = 0; t < y_taps; ++t) {
               const float w = wy[t];
-              const float* line = feat + static_cast<int64_t>(y_first + t) * width * kLanes;
+              const float* line = feat + static_cast<int64_t>(y_first + t) * d.width * kLanes;
               for (int k = 0; k < len; ++k) rw[k] += w * line[k];
             }
             // Then each output column: its tapped columns of that blend.
@@ -303,9 +313,9 @@ std::vector<paddle::Tensor> RoiAlignForward(const paddle::Tensor& x_in, const pa
               for (int j = 0; j < kLanes; ++j) o[j] = acc[j] * inv_count;
             }
           }
-          float* o = dst + (r * channels + c0) * bins;
+          float* o = dst + (r * d.channels + c0) * d.bins;
           for (int j = 0; j < lanes; ++j)
-            for (int i = 0; i < bins; ++i) o[j * bins + i] = pooled[i * kLanes + j];
+            for (int i = 0; i < d.bins; ++i) o[j * d.bins + i] = pooled[i * kLanes + j];
         }
       }
     }
@@ -317,50 +327,41 @@ std::vector<paddle::Tensor> RoiAlignBackward(const paddle::Tensor& x, const padd
                                              const paddle::Tensor& boxes_num,
                                              const paddle::Tensor& out_grad_in, int pooled_h, int pooled_w,
                                              float spatial_scale, int sampling_ratio, bool aligned) {
-  check_inputs(x, boxes_in, pooled_h, pooled_w);
-  const paddle::Tensor boxes = boxes_in.is_contiguous() ? boxes_in : boxes_in.contiguous();
-  const paddle::Tensor out_grad = out_grad_in.is_contiguous() ? out_grad_in : out_grad_in.contiguous();
-  const auto& shape = x.shape();
-  const int64_t images = shape[0];
-  const int64_t channels = shape[1];
-  const int height = static_cast<int>(shape[2]);
-  const int width = static_cast<int>(shape[3]);
-  const int64_t num_rois = boxes.shape()[0];
-  paddle::Tensor dx = paddle::empty(shape, paddle::DataType::FLOAT32, x.place());
+  const paddle::Tensor boxes = contiguous(boxes_in);
+  const paddle::Tensor out_grad = contiguous(out_grad_in);
+  const Dims d = check_inputs(x, boxes, pooled_h, pooled_w);
+  paddle::Tensor dx = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
   float* gx = dx.data<float>();
-  const int64_t plane = static_cast<int64_t>(height) * width;
-  if (num_rois == 0 || channels == 0) {
-    std::memset(gx, 0, sizeof(float) * images * channels * plane);
+  if (d.num_rois == 0 || d.channels == 0) {
+    std::memset(gx, 0, sizeof(float) * d.images * d.channels * d.plane);
     return {dx};
   }
-  const std::vector<int64_t> first_roi = roi_offsets(boxes_num, images, num_rois);
-  const auto plans = make_plans(boxes, height, width, pooled_h, pooled_w, spatial_scale, sampling_ratio,
-                                aligned, /*grad_rules=*/true);
+  const std::vector<int64_t> first_roi = roi_offsets(boxes_num, d.images, d.num_rois);
+  const auto plans = make_plans(boxes, d.height, d.width, pooled_h, pooled_w, spatial_scale,
+                                sampling_ratio, aligned, /*grad_rules=*/true);
   const int span = widest_span(plans);
   const float* go = out_grad.data<float>();
-  const int bins = pooled_h * pooled_w;
-  const int64_t blocks = (channels + kLanes - 1) / kLanes;
 
   // Each thread owns whole channel blocks: it accumulates their gradient in its own buffer and writes
   // every element of those channels of dX once.
 #pragma omp parallel
   {
-    std::vector<float> block(plane * kLanes);
+    std::vector<float> block(d.plane * kLanes);
     std::vector<float> row(static_cast<size_t>(span) * kLanes);
-    std::vector<float> upstream(static_cast<size_t>(bins) * kLanes, 0.f);  // lanes past C stay 0
+    std::vector<float> upstream(static_cast<size_t>(d.bins) * kLanes, 0.f);  // lanes past C stay 0
 #pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
+    for (int64_t b = 0; b < d.blocks; ++b) {
       const int64_t c0 = b * kLanes;
-      const int lanes = static_cast<int>(std::min<int64_t>(kLanes, channels - c0));
-      for (int64_t n = 0; n < images; ++n) {
+      const int lanes = static_cast<int>(std::min<int64_t>(kLanes, d.channels - c0));
+      for (int64_t n = 0; n < d.images; ++n) {
         std::fill(block.begin(), block.end(), 0.f);
         for (int64_t r = first_roi[n]; r < first_roi[n + 1]; ++r) {
           const RoiPlan& plan = plans[r];
           // Paddle divides each sample's share by the sample count; here each bin's gradient, once.
           const float inv_count = 1.f / static_cast<float>(plan.grid_points);
-          const float* g = go + (r * channels + c0) * bins;
+          const float* g = go + (r * d.channels + c0) * d.bins;
           for (int j = 0; j < lanes; ++j)
-            for (int i = 0; i < bins; ++i) upstream[i * kLanes + j] = g[j * bins + i] * inv_count;
+            for (int i = 0; i < d.bins; ++i) upstream[i * kLanes + j] = g[j * d.bins + i] * inv_count;
           const int lo = plan.x.lo;
           const int len = (plan.x.hi - lo) * kLanes;
           float* grad = block.data() + lo * kLanes;
@@ -385,12 +386,12 @@ std::vector<paddle::Tensor> RoiAlignBackward(const paddle::Tensor& x, const padd
             const float* wy = plan.y.weight.data() + plan.y.offset[ph];
             for (int t = 0; t < y_taps; ++t) {
               const float w = wy[t];
-              float* line = grad + static_cast<int64_t>(y_first + t) * width * kLanes;
+              float* line = grad + static_cast<int64_t>(y_first + t) * d.width * kLanes;
               for (int k = 0; k < len; ++k) line[k] += w * rw[k];
             }
           }
         }
-        scatter_block(block.data(), n, channels, plane, c0, lanes, gx);
+        scatter_block(block.data(), n, d.channels, d.plane, c0, lanes, gx);
       }
     }
   }
