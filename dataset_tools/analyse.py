@@ -6,7 +6,7 @@ from typing import Dict, List, Mapping, Tuple
 import numpy as np
 
 from dataset_tools.validate import SplitData
-from engine.atomic_io import write_bytes
+from engine.runtime.atomic_io import write_bytes
 
 
 def class_counts(splits: Mapping[str, SplitData]) -> Tuple[List[int], List[str], Dict[str, np.ndarray]]:

@@ -29,7 +29,7 @@ from dataset_tools.report import ProblemLog, progress
 from dataset_tools.split import backup_file, write_coco
 from dataset_tools.validate import SPLITS, annotation_file, load_json
 from dataset_tools.visualize import image_size
-from engine.atomic_io import write_bytes
+from engine.runtime.atomic_io import write_bytes
 
 SHAPE_TYPES = ("polygon", "rectangle", "circle")
 _NOT_CLASSES = ("__ignore__", "_background_")  # LabelMe's label.txt conventions

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from dataset_tools.report import ProblemLog
 from dataset_tools.validate import SPLITS, annotation_file, load_json
-from engine.atomic_io import write_text
+from engine.runtime.atomic_io import write_text
 from engine.errors import ConfigError
 
 

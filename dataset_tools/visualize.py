@@ -15,7 +15,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from dataset_tools.report import ProblemLog
-from engine.atomic_io import write_bytes
+from engine.runtime.atomic_io import write_bytes
 
 # 20 distinct colours (BGR), the Detectron palette PaddleX also uses.
 PALETTE: Tuple[Tuple[int, int, int], ...] = (

@@ -1,7 +1,7 @@
 """Python API: ``create_model(...)`` returns a predictor whose ``predict()`` yields InstanceSegResult.
 
-- A directory holding ``inference.yml`` (or ``model_dir=``) → ``engine.inference.DeployPredictor``.
-- A model name → ``engine.predictor.DynamicPredictor`` built from ``configs/<name>.yaml``, with the
+- A directory holding ``inference.yml`` (or ``model_dir=``) → ``engine.deployment.inference.DeployPredictor``.
+- A model name → ``engine.prediction.predictor.DynamicPredictor`` built from ``configs/<name>.yaml``, with the
   weights of ``weight_path``. The config is the training run's ``config.yaml`` found next to the
   weights (or one folder up, as ``best_model/`` sits in the output), else the model's default config.
   Without ``weight_path`` the model is randomly initialised: allowed (smoke tests, timing) but warned
@@ -58,7 +58,7 @@ def create_model(
     """
     target = Path(model_dir) if model_dir is not None else Path(str(model_name_or_model_dir))
     if model_dir is not None or (target.is_dir() and (target / "inference.yml").is_file()):
-        from engine.inference import DeployPredictor
+        from engine.deployment.inference import DeployPredictor
 
         return DeployPredictor(str(target), device=device, threshold=threshold, **deploy_kwargs)
     if target.is_dir():
@@ -70,8 +70,8 @@ def create_model(
     if device is not None:
         overrides.append(f"Global.device={device}")
     cfg = _config_for(str(model_name_or_model_dir), str(weight_path) if weight_path else None, overrides)
-    from engine.device import setup_device
-    from engine.predictor import build_dynamic
+    from engine.runtime.device import setup_device
+    from engine.prediction.predictor import build_dynamic
 
     setup_device(cfg)
     return build_dynamic(cfg, str(weight_path) if weight_path else None, threshold)

@@ -13,18 +13,18 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from omegaconf import DictConfig
 
-from engine.atomic_io import write_json
+from engine.runtime.atomic_io import write_json
 from engine.errors import InstSegError, ModeNotAvailableError
-from engine.log import setup_logging
+from engine.runtime.log import setup_logging
 
 logger = logging.getLogger("instseg")
 
 MODE_MODULES: Dict[str, str] = {
     "check_dataset": "dataset_tools.check",
-    "train": "engine.trainer",
-    "evaluate": "engine.evaluator",
-    "predict": "engine.predictor",
-    "export": "engine.exporter",
+    "train": "engine.training.trainer",
+    "evaluate": "engine.evaluation.evaluator",
+    "predict": "engine.prediction.predictor",
+    "export": "engine.deployment.exporter",
 }
 PADDLE_MODES = ("train", "evaluate", "predict", "export")
 
@@ -53,7 +53,7 @@ def run_mode(cfg: DictConfig, argv: Optional[Sequence[str]] = None) -> int:
     mode = cfg.Global.mode
     out = Path(cfg.Global.output)
     setup_logging()
-    from engine.device import in_launched_process, launch_command, needs_launch
+    from engine.runtime.device import in_launched_process, launch_command, needs_launch
 
     if needs_launch(cfg):
         cmd = launch_command(cfg, sys.argv[1:] if argv is None else argv)
@@ -66,7 +66,7 @@ def run_mode(cfg: DictConfig, argv: Optional[Sequence[str]] = None) -> int:
     try:
         func = mode_function(mode)
         if mode in PADDLE_MODES:
-            from engine.device import setup_device
+            from engine.runtime.device import setup_device
 
             setup_device(cfg)
         result = func(cfg)

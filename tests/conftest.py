@@ -17,7 +17,7 @@ def _restore_paddle_flags():
 
 @pytest.fixture(autouse=True)
 def _caplog_sees_instseg(request):
-    """The `instseg` logger does not propagate to the root logger (engine.log), where caplog listens:
+    """The `instseg` logger does not propagate to the root logger (engine.runtime.log), where caplog listens:
     hand caplog's handler to it directly in the tests that use caplog."""
     if "caplog" not in request.fixturenames:
         yield
@@ -27,7 +27,7 @@ def _caplog_sees_instseg(request):
     handler = request.getfixturevalue("caplog").handler
     logger = logging.getLogger("instseg")
     propagate = logger.propagate
-    logger.propagate = False  # as after engine.log.setup_logging: each record reaches caplog once
+    logger.propagate = False  # as after engine.runtime.log.setup_logging: each record reaches caplog once
     logger.addHandler(handler)
     yield
     logger.removeHandler(handler)

@@ -6,12 +6,12 @@ import numpy as np
 import paddle
 import pytest
 
-import engine.inference
+import engine.deployment.inference
 import engine.models.zoo
 from engine.api import create_model
 from engine.config.load import load_config
 from engine.errors import ConfigError, WeightsError
-from engine.results import InstanceSegResult, rle_to_mask
+from engine.prediction.results import InstanceSegResult, rle_to_mask
 
 NAME = "MaskRCNN-ResNet50-FPN"
 
@@ -117,7 +117,7 @@ def test_export_dir_goes_to_deploy_predictor(monkeypatch, tmp_path):
         def __init__(self, model_dir, device=None, threshold=None, **kw):
             calls.append((model_dir, device, threshold, kw))
 
-    monkeypatch.setattr(engine.inference, "DeployPredictor", FakeDeploy)
+    monkeypatch.setattr(engine.deployment.inference, "DeployPredictor", FakeDeploy)
     (tmp_path / "inference.yml").write_text("x: 1\n")
     assert isinstance(create_model(str(tmp_path), device="cpu", threshold=0.3), FakeDeploy)
     assert isinstance(create_model(NAME, model_dir=str(tmp_path), run_mode="mkldnn"), FakeDeploy)
@@ -125,7 +125,7 @@ def test_export_dir_goes_to_deploy_predictor(monkeypatch, tmp_path):
 
 
 def test_predict_mode_writes_json_and_image(standin, weights, tmp_path):
-    from engine.predictor import run
+    from engine.prediction.predictor import run
 
     d = tmp_path / "in"
     d.mkdir()
@@ -146,7 +146,7 @@ def test_predict_mode_writes_json_and_image(standin, weights, tmp_path):
 
 
 def test_predict_mode_with_model_dir_uses_deploy_predictor(monkeypatch, tmp_path):
-    from engine.predictor import run
+    from engine.prediction.predictor import run
 
     class FakeDeploy:
         def __init__(self, model_dir, device=None, threshold=None, cpu_threads=None, run_mode="paddle"):
@@ -155,7 +155,7 @@ def test_predict_mode_with_model_dir_uses_deploy_predictor(monkeypatch, tmp_path
         def predict(self, input, batch_size=1, threshold=None):
             yield InstanceSegResult(str(tmp_path / "q.png"), _img(), [], [])
 
-    monkeypatch.setattr(engine.inference, "DeployPredictor", FakeDeploy)
+    monkeypatch.setattr(engine.deployment.inference, "DeployPredictor", FakeDeploy)
     out = tmp_path / "out"
     cfg = load_config(f"configs/{NAME}.yaml", [f"Global.output={out}", f"Predict.input={tmp_path}",
                                               f"Predict.model_dir={tmp_path}", "Predict.threshold=0.7"])
@@ -171,7 +171,7 @@ def test_evaluate_mode_with_stand_ins(monkeypatch, standin, weights, tmp_path):
 
     from pycocotools.coco import COCO
 
-    import engine.evaluator as evaluator
+    import engine.evaluation.evaluator as evaluator
     from tests.coco_eval_fixture import make_gt_and_results
 
     gt, _ = make_gt_and_results(seed=3, n_images=4)

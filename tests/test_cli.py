@@ -117,7 +117,7 @@ def test_several_pairs_after_one_o():
 def test_setup_logging_is_idempotent_and_writes_file(tmp_path, capsys):
     import logging
 
-    from engine.log import setup_logging
+    from engine.runtime.log import setup_logging
 
     setup_logging()
     logger = setup_logging(log_file=tmp_path / "x.log")

@@ -8,7 +8,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from engine.coco_metrics import BACKENDS, evaluate_coco, summary_lines
+from engine.evaluation.coco_metrics import BACKENDS, evaluate_coco, summary_lines
 from engine.errors import ConfigError
 from tests.coco_eval_fixture import make_gt_and_results
 
@@ -110,7 +110,7 @@ class _PerfectModel:
 def test_evaluate_model_perfect_predictions(files):
     import paddle
 
-    from engine.evaluator import evaluate_model
+    from engine.evaluation.evaluator import evaluate_model
 
     gt_path, _ = files
     with contextlib.redirect_stdout(io.StringIO()):
@@ -168,7 +168,7 @@ def test_backends_share_one_gt_object(files):
     """One COCO object evaluated by both backends in turn: same numbers; fast leaves its annotations as they were."""
     import copy
 
-    from engine.coco_metrics import load_gt
+    from engine.evaluation.coco_metrics import load_gt
 
     gt_path, res_path = files
     gt = load_gt(str(gt_path))

@@ -9,7 +9,7 @@ from omegaconf.errors import ReadonlyConfigError
 from engine.config.load import DEFAULT_CONFIG, load_config
 from engine.config.model_names import MODEL_FAMILIES
 from engine.config.overrides import parse_overrides, parse_value
-from engine.device import launch_command, needs_launch, parse_device
+from engine.runtime.device import launch_command, needs_launch, parse_device
 from engine.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,7 +251,7 @@ def test_multi_device_training_relaunches(monkeypatch):
 def test_setup_device_on_cpu():
     import paddle
 
-    from engine.device import resolve_device, setup_device
+    from engine.runtime.device import resolve_device, setup_device
 
     has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
     expected = "gpu:0" if has_gpu else "cpu"

@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 
 from engine.config.schema import InstSegConfig
 from engine.errors import ConfigError, WeightsError
-from engine.exporter import export_model
-from engine.inference import DeployPredictor, Preprocessor
+from engine.deployment.exporter import export_model
+from engine.deployment.inference import DeployPredictor, Preprocessor
 from export_standin import StandInDetector
 
 BOX_TOL = 1e-3

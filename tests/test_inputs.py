@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine.errors import DatasetError
-from engine.inputs import iter_inputs
+from engine.prediction.inputs import iter_inputs
 
 
 def _write(path, value):

@@ -1,4 +1,4 @@
-"""engine.malloc_tuning: after keep_freed_memory(), a large buffer freed and allocated again is not paged
+"""engine.runtime.malloc_tuning: after keep_freed_memory(), a large buffer freed and allocated again is not paged
 in afresh (page faults counted in a child process, so this test process keeps glibc's defaults)."""
 import os
 import subprocess
@@ -10,7 +10,7 @@ CHILD = """
 import resource, sys
 import numpy as np
 sys.path.insert(0, {root!r})
-from engine.malloc_tuning import keep_freed_memory
+from engine.runtime.malloc_tuning import keep_freed_memory
 applied = keep_freed_memory() if {tune} else False
 np.ones(64 << 18, np.float32)  # 64 MiB, once, so the heap has grown
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

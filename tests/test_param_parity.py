@@ -14,7 +14,7 @@ import paddle
 import pytest
 
 from engine.models.zoo import MODELS, build_model
-from engine.weights import load_weights
+from engine.models.weights import load_weights
 
 FIXTURES = Path(__file__).parent / "fixtures" / "params"
 

@@ -1,7 +1,7 @@
 """The R-CNN family learns: a narrow Mask R-CNN over-fits a few generated images to mask AP >= 0.5.
 
 A minimal training loop lives here (the real trainer is tested elsewhere); evaluation is COCO mask AP
-(engine.coco_metrics, pycocotools backend) on the training images themselves.
+(engine.evaluation.coco_metrics, pycocotools backend) on the training images themselves.
 """
 from typing import Dict, List, Tuple
 
@@ -11,12 +11,12 @@ import pytest
 from pycocotools.coco import COCO
 
 from dataset_tools.synthetic import CLASS_NAMES, make_image
-from engine.coco_metrics import evaluate_coco
+from engine.evaluation.coco_metrics import evaluate_coco
 from engine.config.architectures import RCNNArchitecture
 from engine.data.masks import mask_boxes
-from engine.evaluator import batch_to_coco
+from engine.evaluation.evaluator import batch_to_coco
 from engine.models.zoo import build_model
-from engine.results import mask_to_rle
+from engine.prediction.results import mask_to_rle
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.results import InstanceSegResult, class_colour, rle_to_mask
+from engine.prediction.results import InstanceSegResult, class_colour, rle_to_mask
 
 
 def _result(input_path=None):

@@ -12,12 +12,12 @@ import paddle
 import pytest
 from omegaconf import OmegaConf
 
-import engine.checkpoint as ckpt
-from engine.curves import plot_curves
+import engine.training.checkpoint as ckpt
+from engine.training.curves import plot_curves
 from engine.errors import WeightsError
-from engine.metrics_log import read_records
-from engine.optim import build_schedule
-from engine.trainer import train
+from engine.training.metrics_log import read_records
+from engine.training.optim import build_schedule
+from engine.training.trainer import train
 from trainer_standins import NUM_TRAIN, hooks, make_cfg
 
 DRIVER = Path(__file__).with_name("trainer_standins.py")
@@ -116,9 +116,9 @@ def test_pretrained_weights_load_on_a_fresh_start_only(tmp_path: Path, monkeypat
     import types
 
     calls: List[Tuple[Any, str]] = []
-    fake = types.ModuleType("engine.weights")
+    fake = types.ModuleType("engine.models.weights")
     fake.load_weights = lambda model, path: calls.append((model, path)) or ["head.weight"]  # type: ignore
-    monkeypatch.setitem(sys.modules, "engine.weights", fake)
+    monkeypatch.setitem(sys.modules, "engine.models.weights", fake)
     out = tmp_path / "out"
     train(make_cfg(out, ["Train.epochs_iters=1", "Train.pretrain_weight_path=w.pdparams"]), hooks())
     assert [path for _, path in calls] == ["w.pdparams"]

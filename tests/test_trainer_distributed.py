@@ -8,7 +8,7 @@ from typing import Any, List, Tuple
 
 import numpy as np
 
-from engine.metrics_log import read_records
+from engine.training.metrics_log import read_records
 from trainer_standins import EVAL_LOG_ENV, NUM_VAL
 
 DRIVER = Path(__file__).with_name("trainer_standins.py")

@@ -8,13 +8,13 @@ import paddle
 import pytest
 from omegaconf import OmegaConf
 
-import engine.checkpoint as ckpt
+import engine.training.checkpoint as ckpt
 from engine.config.schema import TrainSection
-from engine.curves import plot_curves
-from engine.ema import ModelEMA
+from engine.training.curves import plot_curves
+from engine.training.ema import ModelEMA
 from engine.errors import ConfigError, WeightsError
-from engine.metrics_log import MetricsLog, read_records
-from engine.optim import ScheduledLR, build_optimizer, build_schedule, scaled_milestones
+from engine.training.metrics_log import MetricsLog, read_records
+from engine.training.optim import ScheduledLR, build_optimizer, build_schedule, scaled_milestones
 
 
 def train_cfg(**kw: Any) -> Any:
@@ -261,7 +261,7 @@ def test_metrics_log_resume_drops_later_records_and_curves_have_one_point_each(t
 
 def test_sum_losses_adds_scalar_terms_and_rejects_a_total() -> None:
     from engine.errors import InstSegError
-    from engine.trainer import sum_losses
+    from engine.training.trainer import sum_losses
 
     total = sum_losses({"loss_a": paddle.to_tensor([1.5]), "loss_b": paddle.to_tensor(2.0, dtype="float16")})
     assert total.shape == [] and total.item() == pytest.approx(3.5)

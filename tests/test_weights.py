@@ -1,4 +1,4 @@
-"""engine.weights.load_weights: exact loads, skipped head weights of another num_classes, errors."""
+"""engine.models.weights.load_weights: exact loads, skipped head weights of another num_classes, errors."""
 import logging
 from pathlib import Path
 from typing import Dict
@@ -12,7 +12,7 @@ from engine.config.architectures import RCNNArchitecture
 from engine.errors import WeightsError
 from engine.models.backbones.resnet import ResNet
 from engine.models.zoo import build_model
-from engine.weights import load_weights
+from engine.models.weights import load_weights
 
 NARROW = RCNNArchitecture(base_channels=16, fpn_channels=32, box_head_dim=64, mask_head_channels=32)
 HEAD_ENTRIES = {"bbox_head.bbox_score.weight", "bbox_head.bbox_score.bias", "bbox_head.bbox_delta.weight",

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.config.schema import InstSegConfig  # noqa: E402
-from engine.trainer import TrainHooks  # noqa: E402
+from engine.training.trainer import TrainHooks  # noqa: E402
 
 IMAGE = 8
 NUM_TRAIN = 12
@@ -170,8 +170,8 @@ def state_numpy(model: paddle.nn.Layer) -> Dict[str, np.ndarray]:
 
 def _install_kill_hooks(args: List[str]) -> List[str]:
     """Parse the --kill-* / --sigterm-* options and patch the engine accordingly; returns the rest."""
-    import engine.checkpoint as ckpt
-    import engine.trainer as trainer
+    import engine.training.checkpoint as ckpt
+    import engine.training.trainer as trainer
 
     rest: List[str] = []
     it = iter(args)
@@ -217,7 +217,7 @@ def _install_kill_hooks(args: List[str]) -> List[str]:
 
 def main(argv: List[str]) -> int:
     from engine.errors import InstSegError
-    from engine.trainer import train
+    from engine.training.trainer import train
 
     output = Path(argv[0])
     overrides = _install_kill_hooks(argv[1:])

@@ -23,7 +23,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.coco_metrics import evaluate_coco  # noqa: E402
+from engine.evaluation.coco_metrics import evaluate_coco  # noqa: E402
 
 H, W = 480, 640
 

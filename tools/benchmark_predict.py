@@ -34,8 +34,8 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from engine.config.schema import InstSegConfig
-    from engine.exporter import export_model
-    from engine.inference import DeployPredictor
+    from engine.deployment.exporter import export_model
+    from engine.deployment.inference import DeployPredictor
     from engine.models.zoo import build_model
 
     paddle.set_device("cpu")

@@ -9,13 +9,13 @@ proposals are anchors spread over the image: the detection count reaches `keep_t
     python tools/benchmark_rcnn.py --threads 2 --detections 16 100 [--exported] \
         --ppdet-root /path/to/PaddleDetection --ppdet-python /path/to/venv/bin/python
 
-`--exported` adds a third side for inference: ours exported (engine.exporter) and run by Paddle Inference
-(engine.inference.DeployPredictor, `--run-mode`), fed the same preprocessed input.
+`--exported` adds a third side for inference: ours exported (engine.deployment.exporter) and run by Paddle Inference
+(engine.deployment.inference.DeployPredictor, `--run-mode`), fed the same preprocessed input.
 
 `--ppdet-root` is a checkout of PaddleDetection develop (not committed here); without it only ours
 runs. PaddleDetection's side needs numpy<2 in its own environment, hence `--ppdet-python`.
 
-Ours runs as the CLI does on CPU, with engine.malloc_tuning (`--no-malloc-tuning`: without);
+Ours runs as the CLI does on CPU, with engine.runtime.malloc_tuning (`--no-malloc-tuning`: without);
 `--ppdet-malloc-tuning` gives PaddleDetection the same glibc settings, for a like-for-like comparison.
 """
 import argparse
@@ -123,13 +123,13 @@ def _worker_ours(args) -> Dict:
 
     sys.path.insert(0, str(REPO))
     from engine.config.architectures import RCNNArchitecture
-    from engine.malloc_tuning import keep_freed_memory
+    from engine.runtime.malloc_tuning import keep_freed_memory
     from engine.models.zoo import build_model
 
     paddle.base.core.set_num_threads(args.threads)
     if args.onednn:
         paddle.set_flags({"FLAGS_use_mkldnn": True})
-    keep_freed_memory()  # what engine.device.setup_device does on CPU (INSTSEG_MALLOC_TUNING=0: not)
+    keep_freed_memory()  # what engine.runtime.device.setup_device does on CPU (INSTSEG_MALLOC_TUNING=0: not)
     model = build_model(args.model, RCNNArchitecture(keep_top_k=args.keep_top_k), 80)
     model.set_state_dict(paddle.load(args.weights))
     result: Dict = {"side": "ours"}
@@ -174,7 +174,7 @@ def _worker_ours(args) -> Dict:
 
 
 def _worker_exported(args) -> Dict:
-    """Ours, exported with engine.exporter and run by Paddle Inference (engine.inference.DeployPredictor)."""
+    """Ours, exported with engine.deployment.exporter and run by Paddle Inference (engine.deployment.inference.DeployPredictor)."""
     import numpy as np
     import paddle
     from omegaconf import OmegaConf
@@ -182,8 +182,8 @@ def _worker_exported(args) -> Dict:
     sys.path.insert(0, str(REPO))
     from engine.config.architectures import RCNNArchitecture
     from engine.config.schema import InstSegConfig
-    from engine.exporter import export_model
-    from engine.inference import DeployPredictor
+    from engine.deployment.exporter import export_model
+    from engine.deployment.inference import DeployPredictor
     from engine.models.zoo import build_model
 
     paddle.set_device("cpu")
@@ -240,7 +240,7 @@ def _spawn(python: str, args, side: str, task: str, keep_top_k: int) -> Dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES="")
     if args.no_malloc_tuning:
         env["INSTSEG_MALLOC_TUNING"] = "0"
-    if args.ppdet_malloc_tuning and side == "ppdet":  # engine.malloc_tuning's settings, as glibc variables
+    if args.ppdet_malloc_tuning and side == "ppdet":  # engine.runtime.malloc_tuning's settings, as glibc variables
         env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2 ** 31 - 1),
                    MALLOC_TOP_PAD_=str(64 << 20))
     cmd = [python, __file__, "--worker", side, "--task", task, "--model", args.model, "--weights", args.weights,
@@ -274,7 +274,7 @@ def main() -> None:
     parser.add_argument("--exported", action="store_true",
                         help="also time ours exported and run by Paddle Inference (infer task)")
     parser.add_argument("--no-malloc-tuning", action="store_true",
-                        help="ours and exported without engine.malloc_tuning (INSTSEG_MALLOC_TUNING=0)")
+                        help="ours and exported without engine.runtime.malloc_tuning (INSTSEG_MALLOC_TUNING=0)")
     parser.add_argument("--ppdet-malloc-tuning", action="store_true",
                         help="PaddleDetection with the same glibc malloc settings (environment variables)")
     parser.add_argument("--run-mode", default="auto",

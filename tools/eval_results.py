@@ -15,8 +15,8 @@ from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.atomic_io import write_json  # noqa: E402
-from engine.coco_metrics import BACKENDS, IOU_TYPES, evaluate_coco, load_gt, summary_lines  # noqa: E402
+from engine.runtime.atomic_io import write_json  # noqa: E402
+from engine.evaluation.coco_metrics import BACKENDS, IOU_TYPES, evaluate_coco, load_gt, summary_lines  # noqa: E402
 from engine.errors import DatasetError, InstSegError  # noqa: E402
 
 

@@ -21,8 +21,8 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from engine.config.architectures import RCNNArchitecture  # noqa: E402
 from engine.config.schema import InstSegConfig  # noqa: E402
-from engine.exporter import export_model  # noqa: E402
-from engine.inference import DeployPredictor  # noqa: E402
+from engine.deployment.exporter import export_model  # noqa: E402
+from engine.deployment.inference import DeployPredictor  # noqa: E402
 from engine.models.zoo import build_model  # noqa: E402
 
 MODELS = ("MaskRCNN-ResNet50-FPN", "MaskRCNN-ResNet50", "Cascade-MaskRCNN-ResNet50-FPN")

@@ -19,7 +19,7 @@ class GlobalSection:
     output: str = "output"  # every mode writes here
     seed: int = 42  # seeds splits, conversion and training
     cpu_threads: Optional[int] = None  # CPU math threads; None = all cores
-    onednn: bool = False  # oneDNN kernels on CPU for training/eval (demo steps ~12% faster; see engine.device)
+    onednn: bool = False  # oneDNN kernels on CPU for training/eval (demo steps ~12% faster; see engine.runtime.device)
 
 
 @dataclass

@@ -82,7 +82,7 @@ def check_values(cfg: DictConfig, origins: Dict[str, str]) -> None:
             raise ConfigError(f"Invalid value {key}={_show(value)} (from {source(key)}): must be {wanted}.")
     device = cfg.Global.device
     if device is not None:
-        from engine.device import parse_device  # no Paddle import: parsing is plain string work
+        from engine.runtime.device import parse_device  # no Paddle import: parsing is plain string work
 
         try:
             parse_device(device)

@@ -1,7 +1,7 @@
-"""Deployment inference: run an exported model (engine.exporter) with Paddle Inference.
+"""Deployment inference: run an exported model (engine.deployment.exporter) with Paddle Inference.
 
 Everything comes from the model directory: the graph, the weights and inference.yml (preprocessing, labels,
-draw threshold). No training code is imported, so this module and engine.results are all a deployment
+draw threshold). No training code is imported, so this module and engine.prediction.results are all a deployment
 needs besides numpy, OpenCV and Paddle.
 """
 import logging
@@ -17,12 +17,12 @@ import paddle
 import yaml
 from paddle import inference as paddle_infer
 
-from .device import onednn_flag
-from .malloc_tuning import keep_freed_memory
-from .errors import ConfigError, WeightsError
-from .results import InstanceSegResult
+from engine.runtime.device import onednn_flag
+from engine.runtime.malloc_tuning import keep_freed_memory
+from engine.errors import ConfigError, WeightsError
+from engine.prediction.results import InstanceSegResult
 
-FORMAT_VERSION = 1  # newest inference.yml format this reader understands (engine.exporter writes it)
+FORMAT_VERSION = 1  # newest inference.yml format this reader understands (engine.deployment.exporter writes it)
 MODEL_FILES = ("inference.json", "inference.pdmodel")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 RUN_MODES = ("auto", "paddle", "mkldnn", "trt_fp32", "trt_fp16")

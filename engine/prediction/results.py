@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pycocotools import mask as mask_utils
 
-from engine import atomic_io
+from engine.runtime import atomic_io
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from engine.errors import ConfigError
-from engine.malloc_tuning import keep_freed_memory
+from engine.runtime.malloc_tuning import keep_freed_memory
 
 DEVICE_TYPES = ("cpu", "gpu", "xpu", "npu", "mlu")
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def parse_device(device: str) -> Tuple[str, List[int]]:
@@ -83,11 +83,11 @@ def setup_device(cfg: Any) -> str:
     same losses to float precision; no gain measured on ResNet50-FPN at full size. It is off by default
     because, with it on, Paddle 3.3.1 cannot run a traced R-CNN graph in the same process (interpolate
     attributes, training-mode conv-transpose); tracing and saving an export are unaffected. Threads: `Global.cpu_threads`, None = os.cpu_count().
-    On CPU, malloc keeps freed memory for the next tensor (engine.malloc_tuning).
+    On CPU, malloc keeps freed memory for the next tensor (engine.runtime.malloc_tuning).
     """
     import paddle
 
-    from engine import distributed
+    from engine.runtime import distributed
 
     name = distributed.setup_device(resolve_device(cfg.Global.device))
     threads = cfg.Global.cpu_threads or os.cpu_count() or 1

@@ -14,8 +14,8 @@ from typing import Any, Callable, ContextManager, Dict, List
 
 import numpy as np
 
-from engine.curves import plot_curves
-from engine.metrics_log import MetricsLog
+from engine.training.curves import plot_curves
+from engine.training.metrics_log import MetricsLog
 
 logger = logging.getLogger("instseg")
 

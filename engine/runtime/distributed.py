@@ -3,7 +3,7 @@
 Training is data-parallel when the process was started by `paddle.distributed.launch` (which sets
 `PADDLE_TRAINERS_NUM` and `PADDLE_TRAINER_ID`; on CPU the collectives run over gloo). Only rank 0 writes
 files. Evaluation runs on rank 0 over the whole val set, so AP is computed once on every image (see
-`engine.trainer`); the other ranks wait for it at their next collective.
+`engine.training.trainer`); the other ranks wait for it at their next collective.
 """
 import os
 from typing import Any, Dict, List

@@ -1,6 +1,6 @@
 """Export a model to a static graph for Paddle Inference: `inference.json` (PIR; `inference.pdmodel` on a
 legacy-IR Paddle), `inference.pdiparams`, and `inference.yml`, which carries everything a deployment needs
-besides the graph (preprocessing, label list, draw threshold), so `engine.inference.DeployPredictor` runs
+besides the graph (preprocessing, label list, draw threshold), so `engine.deployment.inference.DeployPredictor` runs
 without the training code.
 
 `Global.mode=export` (`run`) loads `Export.weight_path` into a freshly built model and exports it.
@@ -15,8 +15,8 @@ import paddle.nn as nn
 import yaml
 from omegaconf import DictConfig
 
-from .atomic_io import write_text
-from .errors import ConfigError, WeightsError
+from engine.runtime.atomic_io import write_text
+from engine.errors import ConfigError, WeightsError
 
 logger = logging.getLogger("instseg")
 
@@ -122,8 +122,8 @@ def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str) -> Dict[str, st
 def run(cfg: DictConfig) -> Dict[str, Any]:
     """Global.mode=export: Export.weight_path (default {output}/best_model/best_model.pdparams) ->
     Export.save_dir when the config has it, else {output}/inference."""
-    from .models.zoo import build_model
-    from .weights import load_weights
+    from engine.models.zoo import build_model
+    from engine.models.weights import load_weights
 
     output = Path(cfg.Global.output)
     weights = Path(cfg.Export.weight_path) if cfg.Export.weight_path else output / "best_model" / "best_model.pdparams"

@@ -12,7 +12,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from engine.coco_metrics import STAT_NAMES, evaluate_coco, load_gt, summary_lines
+from engine.evaluation.coco_metrics import STAT_NAMES, evaluate_coco, load_gt, summary_lines
 from engine.errors import DatasetError, WeightsError
 
 log = logging.getLogger("instseg")
@@ -120,9 +120,9 @@ def evaluate_model(model: Any, loader: Any, dataset: Any = None, backend: str = 
 def run(cfg: Any) -> Dict[str, Any]:
     """Global.mode=evaluate: load Evaluate.weight_path and report COCO metrics on the val split."""
     from engine.data.loader import build_loader
-    from engine.device import setup_device
+    from engine.runtime.device import setup_device
     from engine.models.zoo import build_model
-    from engine.weights import load_weights
+    from engine.models.weights import load_weights
 
     setup_device(cfg)
     weight_path = cfg.Evaluate.weight_path or str(Path(cfg.Global.output) / "best_model" / "best_model.pdparams")

@@ -7,8 +7,8 @@ relative to the output directory; `score` is the mask AP of that epoch (null whe
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from engine import checkpoint as ckpt
-from engine.train_monitor import CURVES, METRICS
+from engine.training import checkpoint as ckpt
+from engine.training.monitor import CURVES, METRICS
 
 LABELS = "label_dict.txt"
 _INFERENCE_TAGS = {"inference.yml": "inference_config", "inference.pdmodel": "pdmodel",

@@ -19,7 +19,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from .errors import WeightsError
+from engine.errors import WeightsError
 
 logger = logging.getLogger("instseg")
 _LISTED = 20  # names shown in a missing / unused summary line

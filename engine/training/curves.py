@@ -2,7 +2,7 @@
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
-from engine.atomic_io import atomic_path
+from engine.runtime.atomic_io import atomic_path
 
 Series = Tuple[List[float], List[float]]
 
@@ -15,7 +15,7 @@ def _series(records: List[Dict[str, Any]], kind: str, x: str, key: str) -> Serie
 
 
 def plot_curves(records: List[Dict[str, Any]], path: Path) -> Dict[str, Series]:
-    """Draw loss and AP curves from metrics records (see engine.metrics_log) into `path`.
+    """Draw loss and AP curves from metrics records (see engine.training.metrics_log) into `path`.
 
     Returns the plotted series, `{"loss": (steps, values), "loss_cls": ..., "AP": (epochs, values), ...}`:
     one loss point per logged step, one AP point per evaluation.

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List
 
-from engine.atomic_io import write_text
+from engine.runtime.atomic_io import write_text
 
 
 def _clean(value: Any) -> Any:

@@ -1,11 +1,11 @@
 """Training (`Global.mode=train`): epochs of `model.loss` steps, evaluation, checkpoints, exact resume.
 
 Outputs in `Global.output` (rank 0 only): `config.yaml` (fully resolved), `train.log`, `label_dict.txt`,
-`metrics.jsonl` and `train_curves.png` (engine.train_monitor), `train_result.json` (engine.train_result;
+`metrics.jsonl` and `train_curves.png` (engine.training.monitor), `train_result.json` (engine.training.result;
 rewritten after every epoch with `done_flag: false`, finally `true`), `vdl/` (VisualDL, when installed),
 checkpoints `epoch_<n>/` (after n complete epochs; the last `Train.keep_checkpoints` are kept, <= 0 keeps
 all) and `best_model/` (the evaluated epoch with the highest mask AP, plus `inference/` exported after
-training); file layout in engine.checkpoint.
+training); file layout in engine.training.checkpoint.
 
 An epoch ends with, in order: evaluation (every `eval_interval` epochs and after the last), best_model (when
 the mask AP is >= the best so far, as PaddleX), the epoch checkpoint (every `save_interval` epochs and after
@@ -33,14 +33,14 @@ import numpy as np
 import paddle
 from omegaconf import DictConfig, OmegaConf
 
-from engine import checkpoint as ckpt
-from engine import distributed as dist
-from engine.atomic_io import write_json, write_text
-from engine.ema import ModelEMA
+from engine.training import checkpoint as ckpt
+from engine.runtime import distributed as dist
+from engine.runtime.atomic_io import write_json, write_text
+from engine.training.ema import ModelEMA
 from engine.errors import DatasetError, InstSegError, ModeNotAvailableError, WeightsError
-from engine.optim import ScheduledLR, build_optimizer, build_schedule
-from engine.train_monitor import TrainMonitor, attach_log_file
-from engine.train_result import LABELS, build_result
+from engine.training.optim import ScheduledLR, build_optimizer, build_schedule
+from engine.training.monitor import TrainMonitor, attach_log_file
+from engine.training.result import LABELS, build_result
 
 logger = logging.getLogger("instseg")
 
@@ -83,7 +83,7 @@ def default_hooks() -> TrainHooks:
         return built, getattr(built, "dataset", None)
 
     def evaluate(model: paddle.nn.Layer, loader: Any, dataset: Any) -> Dict[str, Any]:
-        from engine.evaluator import evaluate_model
+        from engine.evaluation.evaluator import evaluate_model
 
         return evaluate_model(model, loader, dataset)
 
@@ -220,7 +220,7 @@ def _build(cfg: DictConfig, hooks: TrainHooks, out: Path, device: str, pretraine
     _seed(int(cfg.Global.seed))
     model = hooks.build_model(cfg)
     if pretrained and train_cfg.pretrain_weight_path:
-        from engine.weights import load_weights
+        from engine.models.weights import load_weights
 
         skipped = load_weights(model, train_cfg.pretrain_weight_path)
         logger.info("Pretrained weights %s loaded (%d entries skipped).", train_cfg.pretrain_weight_path,
@@ -531,13 +531,13 @@ def _result(run_: _Run, done: bool) -> Dict[str, Any]:
 
 
 def _export_best(run_: _Run) -> None:
-    """best_model/inference via engine.exporter, when it exists and Train.export_best."""
+    """best_model/inference via engine.deployment.exporter, when it exists and Train.export_best."""
     if not run_.cfg.Train.export_best or not (run_.out / ckpt.BEST).is_dir():
         return
     try:
-        from engine.exporter import export_model
+        from engine.deployment.exporter import export_model
     except ImportError:
-        logger.warning("engine.exporter is not available: best_model/inference not written.")
+        logger.warning("engine.deployment.exporter is not available: best_model/inference not written.")
         return
     best = ckpt.load_checkpoint(run_.out / ckpt.BEST / f"{ckpt.BEST}.pdparams")
     run_.model.set_state_dict(best.ema if best.ema is not None else best.model)  # the evaluated weights

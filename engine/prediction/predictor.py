@@ -1,7 +1,7 @@
 """Dynamic-graph prediction (``Global.mode=predict`` and ``engine.api.create_model`` with a model name).
 
-Preprocessing is the evaluation transform the exported model uses (``engine.exporter.preprocess_ops``
-of ``EvalReader`` run by ``engine.inference.Preprocessor``), so a model predicts the same before and
+Preprocessing is the evaluation transform the exported model uses (``engine.deployment.exporter.preprocess_ops``
+of ``EvalReader`` run by ``engine.deployment.inference.Preprocessor``), so a model predicts the same before and
 after export. Threshold priority: ``predict(threshold=)`` > constructor ``threshold`` >
 ``model.draw_threshold`` (0.5); a box is kept when its score is strictly greater.
 """
@@ -12,8 +12,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from engine.errors import ConfigError, WeightsError
-from engine.inputs import iter_inputs
-from engine.results import InstanceSegResult
+from engine.prediction.inputs import iter_inputs
+from engine.prediction.results import InstanceSegResult
 
 log = logging.getLogger("instseg")
 
@@ -52,14 +52,14 @@ class DynamicPredictor:
 
     Args:
         model: a built model following the model protocol (docs/ENGINE.md).
-        preprocess_ops: inference.yml-style Preprocess ops (``engine.exporter.preprocess_ops``).
+        preprocess_ops: inference.yml-style Preprocess ops (``engine.deployment.exporter.preprocess_ops``).
         labels: class names by class index.
         threshold: default score threshold; None = ``model.draw_threshold``.
     """
 
     def __init__(self, model: Any, preprocess_ops: List[Dict[str, Any]], labels: Sequence[str],
                  threshold: Optional[float] = None) -> None:
-        from engine.inference import Preprocessor
+        from engine.deployment.inference import Preprocessor
 
         self.model = model
         self.model.eval()
@@ -101,7 +101,7 @@ class DynamicPredictor:
 
 def build_dynamic(cfg: Any, weight_path: Optional[str], threshold: Optional[float]) -> DynamicPredictor:
     """A DynamicPredictor from a config; ``weight_path`` None means random weights (loud warning)."""
-    from engine.exporter import label_list, preprocess_ops
+    from engine.deployment.exporter import label_list, preprocess_ops
     from engine.models.zoo import build_model
 
     model = build_model(cfg.Global.model, cfg.Architecture, int(cfg.Train.num_classes))
@@ -113,7 +113,7 @@ def build_dynamic(cfg: Any, weight_path: Optional[str], threshold: Optional[floa
 
         warnings.warn(msg, UserWarning, stacklevel=3)
     else:
-        from engine.weights import load_weights
+        from engine.models.weights import load_weights
 
         skipped = load_weights(model, str(weight_path))
         if skipped:  # untrained layers would predict garbage silently
@@ -129,14 +129,14 @@ def run(cfg: Any) -> Dict[str, Any]:
     output = Path(cfg.Global.output)
     threshold = cfg.Predict.threshold
     if cfg.Predict.model_dir:
-        from engine.inference import DeployPredictor
+        from engine.deployment.inference import DeployPredictor
 
         ko = cfg.Predict.kernel_option
         predictor: Any = DeployPredictor(str(cfg.Predict.model_dir), device=cfg.Global.device, threshold=threshold,
                                          cpu_threads=ko.cpu_threads or cfg.Global.cpu_threads, run_mode=ko.run_mode)
         source = str(cfg.Predict.model_dir)
     else:
-        from engine.device import setup_device
+        from engine.runtime.device import setup_device
 
         setup_device(cfg)
         weights = Path(cfg.Predict.weight_path or output / "best_model" / "best_model.pdparams")

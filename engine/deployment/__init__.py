@@ -1,0 +1,1 @@
+"""Deployment: export to a static graph and the Paddle Inference predictor."""

@@ -1,0 +1,1 @@
+"""Evaluation: COCO mask and box AP over a model's predictions."""

@@ -1,0 +1,1 @@
+"""Prediction: inputs, the dynamic-graph predictor and result objects."""

@@ -1,0 +1,1 @@
+"""Runtime: device and process setup, distributed launch, logging, atomic writes, malloc tuning."""

@@ -1,0 +1,1 @@
+"""Training: the loop, checkpoints, optimiser and schedule, EMA, logs, curves and the result file."""
