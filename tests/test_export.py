@@ -18,7 +18,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from engine.config.schema import InstSegConfig
-from engine.errors import ConfigError, WeightsError
+from engine.errors import ConfigError, DatasetError, WeightsError
 from engine.deployment.exporter import export_model
 from engine.data.preprocess import Preprocess
 from engine.deployment.inference import DeployPredictor
@@ -211,6 +211,12 @@ def test_directory_input_sorted_with_paths(exported, tmp_path):
     assert [Path(r["input_path"]).name for r in results] == ["a.jpg", "b.png", "c.bmp"]
     assert [r["masks"][0].shape for r in results if r["masks"]] == \
         [cv2.imread(r["input_path"]).shape[:2] for r in results if r["masks"]]
+
+
+def test_empty_folder_is_a_clear_error(exported, tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(DatasetError, match="holds no images"):
+        list(DeployPredictor(exported[2], device="cpu", cpu_threads=1).predict(str(tmp_path)))
 
 
 def copy_model(src: Path, dst: Path) -> Path:
