@@ -91,15 +91,16 @@ def test_predict_dynamic_export_and_predict_exported(trained):
     tmp, data, out, common = trained
     images = data / "images"
     dyn = tmp / "pred_dynamic"
+    weights = out / "best_model" / "best_model.pdparams"
     done = main_py("Global.mode=predict", *common[:1], f"Global.output={dyn}", f"Predict.input={images}",
-                   f"Predict.weight_path={out / 'best_model' / 'best_model.pdparams'}", "Predict.threshold=0.0")
+                   f"Predict.weight_path={weights}", "Predict.threshold=0.0")
     assert done["code"] == 0, done["log"][-3000:]
     assert result(dyn, "predict")["num_images"] == 9
     assert len(prediction_files(dyn)) == 9
 
     exp = tmp / "export"
     done = main_py("Global.mode=export", f"Global.output={exp}",
-                   f"Export.weight_path={out / 'best_model' / 'best_model.pdparams'}")
+                   f"Export.weight_path={weights}")
     assert done["code"] == 0, done["log"][-3000:]
     info = result(exp, "export")
     assert info["done_flag"] is True
