@@ -226,18 +226,6 @@ def test_optimizer_state_follows_structured_names_across_processes() -> None:
     assert len(got) == 4
 
 
-def test_rng_capture_restore_and_pack() -> None:
-    state = ckpt.unpack(ckpt.pack(ckpt.capture_rng()))
-    first = (random.random(), np.random.rand(), paddle.rand([1]).item())
-    ckpt.restore_rng(state)
-    assert (random.random(), np.random.rand(), paddle.rand([1]).item()) == first
-    ckpt.restore_rng(state)
-    random.random()
-    np.random.rand()
-    ckpt.restore_rng(state, paddle_only=True)
-    assert paddle.rand([1]).item() == first[2] and random.random() != first[0]
-
-
 # ----------------------------------------------------------------------------------- metrics and curves
 def test_metrics_log_resume_drops_later_records_and_curves_have_one_point_each(tmp_path: Path) -> None:
     log = MetricsLog(tmp_path / "metrics.jsonl")
