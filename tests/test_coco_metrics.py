@@ -41,6 +41,7 @@ def test_stats_equal_pycocotools(files, backend):
     assert any(isinstance(a["segmentation"], list) for a in gt["annotations"])
     assert any(isinstance(a["segmentation"], dict) for a in gt["annotations"])
     out = evaluate_coco(str(gt_path), json.loads(res_path.read_text()), backend=backend)
+    assert out["backend"] == backend  # "fast" must have run faster-coco-eval, not fallen back to pycocotools
     for t in ("bbox", "segm"):
         ev, _ = _reference(gt_path, res_path, t)
         np.testing.assert_allclose(out[t]["stats"], ev.stats, rtol=0, atol=1e-9)
@@ -72,6 +73,15 @@ def test_empty_results_and_bad_backend(files):
     assert out["segm"]["stats"] == [0.0] * 12
     with pytest.raises(ConfigError, match="backend"):
         evaluate_coco(str(gt_path), [], backend="nope")
+
+
+def test_fast_without_faster_coco_eval_says_pycocotools_ran(files, monkeypatch, caplog):
+    import sys
+
+    gt_path, res_path = files
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # import fails as if not installed
+    out = evaluate_coco(str(gt_path), json.loads(res_path.read_text()), backend="fast")
+    assert out["backend"] == "pycocotools" and "needs faster-coco-eval" in caplog.text
 
 
 class _PerfectModel:
@@ -107,7 +117,9 @@ class _PerfectModel:
                 "mask": paddle.to_tensor(np.array(masks, np.uint8).reshape(-1, 128, 168))}
 
 
-def test_evaluate_model_perfect_predictions(files):
+def test_evaluate_model_perfect_predictions(files, caplog):
+    import logging
+
     import paddle
 
     from engine.evaluation.evaluator import evaluate_model
@@ -122,7 +134,11 @@ def test_evaluate_model_perfect_predictions(files):
               for i in range(0, len(ids), 2)]
     dataset = type("D", (), {"coco": coco, "cat_ids": cat_ids, "label_names": ["a", "b", "c", "d"]})()
     model = _PerfectModel(coco, cat_ids)
-    m = evaluate_model(model, loader, dataset)
+    caplog.set_level(logging.INFO, logger="instseg")
+    m = evaluate_model(model, loader, dataset, backend="fast", log_interval=3)
+    assert m["eval_backend"] == "fast"
+    progress = [r.getMessage().split(":")[0] for r in caplog.records if r.getMessage().startswith("Eval iter")]
+    assert progress == ["Eval iter 3/8", "Eval iter 6/8", "Eval iter 8/8"]  # every log_interval, and the last
     assert model.training  # training mode restored
     assert m["AP"] == pytest.approx(1.0) and m["bbox_AP"] == pytest.approx(1.0)
     assert set(m["per_class_mask_AP"]) == {"a", "b", "c", "d"}
@@ -159,6 +175,7 @@ def test_tied_scores_and_over_100_detections(tmp_path, backend):
     (tmp_path / "g.json").write_text(json.dumps(gt))
     (tmp_path / "r.json").write_text(json.dumps(res))
     out = evaluate_coco(str(tmp_path / "g.json"), json.loads((tmp_path / "r.json").read_text()), backend=backend)
+    assert out["backend"] == backend
     for t in ("bbox", "segm"):
         ev, _ = _reference(tmp_path / "g.json", tmp_path / "r.json", t)
         np.testing.assert_allclose(out[t]["stats"], ev.stats, rtol=0, atol=1e-9)
@@ -174,6 +191,7 @@ def test_backends_share_one_gt_object(files):
     gt = load_gt(str(gt_path))
     before = copy.deepcopy(gt.dataset["annotations"])
     fast = evaluate_coco(gt, json.loads(res_path.read_text()), backend="fast")
+    assert fast["backend"] == "fast"
     assert gt.dataset["annotations"] == before
     ref = evaluate_coco(gt, json.loads(res_path.read_text()), backend="pycocotools")
     for t in ("bbox", "segm"):
