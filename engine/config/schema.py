@@ -82,14 +82,15 @@ class TrainSection:
 @dataclass
 class EvaluateSection:
     weight_path: Optional[str] = None  # default {output}/best_model/best_model.pdparams
-    log_interval: int = 10
-    backend: str = "pycocotools"  # pycocotools | fast (same numbers, faster)
+    log_interval: int = 10  # val batches between progress log lines (evaluate and training evaluations)
+    backend: str = "pycocotools"  # pycocotools | fast (same numbers, faster); also for training evaluations
     batch_size: int = 1
 
 
 @dataclass
 class ExportSection:
     weight_path: Optional[str] = None  # default {output}/best_model/best_model.pdparams
+    save_dir: Optional[str] = None  # where the inference model is written; default {output}/inference
 
 
 @dataclass
