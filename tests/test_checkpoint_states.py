@@ -18,6 +18,7 @@ from engine.errors import WeightsError
 from engine.training import rng_state
 from trainer_standins import TinyModel, hooks, make_cfg, state_numpy
 
+
 def draws() -> List[float]:
     return [random.random(), random.gauss(0, 1), float(np.random.rand()), float(np.random.randn()),
             paddle.rand([1]).item(), paddle.randn([1]).item()]
@@ -51,7 +52,8 @@ def _save(out: Path, name: str, states: Dict[str, Any]) -> Path:
 def test_pdstates_is_json(tmp_path: Path) -> None:
     path = _save(tmp_path, "epoch_1", {"epoch": 1, "step": 3, "rng": [rng_state.capture()]})
     states = json.loads(path.with_suffix(".pdstates").read_text())
-    assert states["format"] == ckpt.FORMAT and states["step"] == 3 and len(states["rng"][0]["numpy"]["key"]) == 624
+    assert states["format"] == ckpt.FORMAT and states["step"] == 3
+    assert len(states["rng"][0]["numpy"]["key"]) == 624
 
 
 def test_old_pickled_pdstates_is_read_without_unpickling_its_rng(tmp_path: Path) -> None:
@@ -69,7 +71,8 @@ def test_old_pickled_pdstates_is_read_without_unpickling_its_rng(tmp_path: Path)
 def test_pdstates_that_is_itself_a_code_pickle_is_refused(tmp_path: Path) -> None:
     path = _save(tmp_path, "epoch_1", {"epoch": 1, "step": 3})
     touched = tmp_path / "touched"
-    path.with_suffix(".pdstates").write_bytes(pickle.dumps({"format": ckpt.LEGACY_FORMAT, "x": _Evil(touched)}))
+    evil = pickle.dumps({"format": ckpt.LEGACY_FORMAT, "x": _Evil(touched)})
+    path.with_suffix(".pdstates").write_bytes(evil)
     with pytest.raises(WeightsError, match="not an InstSeg training state"):
         ckpt.load_checkpoint(path)
     assert not touched.exists()
@@ -125,7 +128,8 @@ def _recording_hooks(loads: List[Any], models: List[Any]) -> Any:
     return h
 
 
-def test_mid_epoch_resume_skips_trained_batches_without_loading_them(tmp_path: Path, monkeypatch: Any) -> None:
+def test_mid_epoch_resume_skips_trained_batches_without_loading_them(tmp_path: Path,
+                                                                     monkeypatch: Any) -> None:
     # 12 images, batch 3: 4 steps an epoch, 3 epochs. A stop after step 6 leaves 2 batches of epoch 2.
     _Recorder.seen = []
     datasets: List[Any] = []

@@ -50,7 +50,8 @@ def test_stats_equal_pycocotools(files, backend):
         # per-class AP averages to the overall AP over classes that have GT
         per = np.array(list(out["per_class_AP"][t].values()))
         assert per[per > -1].mean() == pytest.approx(ev.stats[0], abs=1e-9)
-        assert list(out["per_class_AP"][t]) == [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+        names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+        assert list(out["per_class_AP"][t]) == names
 
 
 def test_segm_differs_from_bbox(files):
@@ -104,7 +105,8 @@ class _PerfectModel:
         assert not self.training
         rows, masks, nums = [], [], []
         for im_id in batch["im_id"].numpy():
-            anns = [a for a in self.coco.loadAnns(self.coco.getAnnIds(imgIds=[int(im_id)])) if not a["iscrowd"]]
+            anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[int(im_id)]))
+            anns = [a for a in anns if not a["iscrowd"]]
             nums.append(len(anns))
             for a in anns:
                 x, y, w, h = a["bbox"]
@@ -137,7 +139,8 @@ def test_evaluate_model_perfect_predictions(files, caplog):
     caplog.set_level(logging.INFO, logger="instseg")
     m = evaluate_model(model, loader, dataset, backend="fast", log_interval=3)
     assert m["eval_backend"] == "fast"
-    progress = [r.getMessage().split(":")[0] for r in caplog.records if r.getMessage().startswith("Eval iter")]
+    messages = [r.getMessage() for r in caplog.records]
+    progress = [m.split(":")[0] for m in messages if m.startswith("Eval iter")]
     assert progress == ["Eval iter 3/8", "Eval iter 6/8", "Eval iter 8/8"]  # every log_interval, and the last
     assert model.training  # training mode restored
     assert m["AP"] == pytest.approx(1.0) and m["bbox_AP"] == pytest.approx(1.0)
@@ -152,7 +155,8 @@ def test_eval_results_tool(files, tmp_path, capsys):
 
     gt_path, res_path = files
     out = tmp_path / "m.json"
-    assert main(["--gt", str(gt_path), "--results", str(res_path), "--iou-type", "segm", "--out", str(out)]) == 0
+    args = ["--gt", str(gt_path), "--results", str(res_path), "--iou-type", "segm", "--out", str(out)]
+    assert main(args) == 0
     printed = capsys.readouterr().out
     ev, reference = _reference(gt_path, res_path, "segm")
     expected = [ln for ln in reference.splitlines() if ln.startswith(" Average")]
@@ -174,7 +178,8 @@ def test_tied_scores_and_over_100_detections(tmp_path, backend):
     res += [json.loads(json.dumps(dict(res[i % len(res)], image_id=first, score=0.5))) for i in range(150)]
     (tmp_path / "g.json").write_text(json.dumps(gt))
     (tmp_path / "r.json").write_text(json.dumps(res))
-    out = evaluate_coco(str(tmp_path / "g.json"), json.loads((tmp_path / "r.json").read_text()), backend=backend)
+    results = json.loads((tmp_path / "r.json").read_text())
+    out = evaluate_coco(str(tmp_path / "g.json"), results, backend=backend)
     assert out["backend"] == backend
     for t in ("bbox", "segm"):
         ev, _ = _reference(tmp_path / "g.json", tmp_path / "r.json", t)
@@ -182,7 +187,8 @@ def test_tied_scores_and_over_100_detections(tmp_path, backend):
 
 
 def test_backends_share_one_gt_object(files):
-    """One COCO object evaluated by both backends in turn: same numbers; fast leaves its annotations as they were."""
+    """One COCO object evaluated by both backends in turn: same numbers; fast leaves its annotations as
+    they were."""
     import copy
 
     from engine.evaluation.coco_metrics import load_gt

@@ -47,5 +47,6 @@ def test_training_evaluations_use_evaluate_backend_and_log_interval(tmp_path: An
     caplog.set_level(logging.INFO, logger="instseg")
     metrics = default_hooks(cfg).evaluate(_GtBoxes(loader.dataset), loader, loader.dataset)
     assert metrics["eval_backend"] == backend and metrics["AP"] == pytest.approx(1.0)
-    progress = [r.getMessage().split(":")[0] for r in caplog.records if r.getMessage().startswith("Eval iter")]
+    messages = [r.getMessage() for r in caplog.records]
+    progress = [m.split(":")[0] for m in messages if m.startswith("Eval iter")]
     assert progress == ["Eval iter 2/5", "Eval iter 4/5", "Eval iter 5/5"]

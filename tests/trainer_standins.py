@@ -38,7 +38,8 @@ class TinyDataset(paddle.io.Dataset):
     def __init__(self, num: int, seed: int, train: bool) -> None:
         rng = np.random.RandomState(seed)
         self.labels = rng.randint(0, 2, size=num)
-        self.images = (rng.randn(num, 3, IMAGE, IMAGE) + self.labels[:, None, None, None] * 0.8).astype("float32")
+        brightness = self.labels[:, None, None, None] * 0.8
+        self.images = (rng.randn(num, 3, IMAGE, IMAGE) + brightness).astype("float32")
         self.train, self.seed, self.epoch = train, seed, 0
         self.loads = 0  # __getitem__ calls in this process
 

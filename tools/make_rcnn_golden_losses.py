@@ -35,7 +35,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.check:
         golden = json.loads(rcnn_golden.FIXTURE.read_text())["losses"]
         for name, values in losses.items():
-            worst = max(abs(v - golden[name][k]) / max(abs(golden[name][k]), 1e-12) for k, v in values.items())
+            want = golden[name]
+            worst = max(abs(v - want[k]) / max(abs(want[k]), 1e-12) for k, v in values.items())
             print(f"{name}: largest relative difference {worst:.3g}")
         return 0
     if rcnn_golden.FIXTURE.exists() and not args.force:

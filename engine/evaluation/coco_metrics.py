@@ -97,8 +97,8 @@ def evaluate_coco(
 
     Returns ``{iou_type: {"stats": [12 floats], <STAT_NAMES>: float}, "per_class_AP": {iou_type:
     {label: ap}}, "backend": the backend that ran}`` (``pycocotools`` where ``fast`` is asked for but
-    faster-coco-eval is not installed). Labels are the category names (or ``label_names`` in ascending category-id
-    order). With no results every stat is 0.0 (pycocotools cannot load an empty result list).
+    faster-coco-eval is not installed). Labels are the category names (or ``label_names`` in ascending
+    category-id order). With no results every stat is 0.0 (pycocotools cannot load an empty result list).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"Evaluate.backend={backend!r} is not one of {list(BACKENDS)}")

@@ -31,7 +31,8 @@ def _gt_of(dataset: Any) -> COCO:
         path = getattr(dataset, attr, None)
         if path:
             return load_gt(str(path))
-    raise DatasetError("the evaluation dataset exposes neither a pycocotools `coco` nor an annotation file path")
+    raise DatasetError("the evaluation dataset exposes neither a pycocotools `coco` nor an annotation "
+                       "file path")
 
 
 def batch_to_coco(
@@ -62,7 +63,8 @@ def batch_to_coco(
         for c, box, s, rle in zip(cat, xywh, scores, rles):
             r: Dict[str, Any] = {"image_id": image_id, "category_id": int(c), "bbox": box, "score": s}
             if rle is not None:
-                r["segmentation"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+                r["segmentation"] = {"size": [int(v) for v in rle["size"]],
+                                     "counts": rle["counts"].decode("ascii")}
             results.append(r)
     return results
 
@@ -121,7 +123,8 @@ def evaluate_model(model: Any, loader: Any, dataset: Any = None, backend: str = 
     iou_types = ("bbox", "segm") if has_mask else ("bbox",)
     coco = evaluate_coco(gt, results, iou_types, backend=backend, label_names=labels)
     for t in iou_types:
-        log.info("COCO %s (%d detections):\n%s", t, len(results), "\n".join(summary_lines(coco[t]["stats"], t)))
+        log.info("COCO %s (%d detections):\n%s", t, len(results),
+                 "\n".join(summary_lines(coco[t]["stats"], t)))
     return flatten_metrics(coco)
 
 
@@ -133,7 +136,8 @@ def run(cfg: Any) -> Dict[str, Any]:
     from engine.models.weights import load_trained_weights
 
     setup_device(cfg)
-    weight_path = cfg.Evaluate.weight_path or str(Path(cfg.Global.output) / "best_model" / "best_model.pdparams")
+    default_weights = Path(cfg.Global.output) / "best_model" / "best_model.pdparams"
+    weight_path = cfg.Evaluate.weight_path or str(default_weights)
     model = build_model(cfg.Global.model, cfg.Architecture, int(cfg.Train.num_classes))
     load_trained_weights(model, weight_path, str(cfg.Global.model), int(cfg.Train.num_classes))
     built = build_loader(cfg, "val")

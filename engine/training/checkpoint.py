@@ -249,7 +249,7 @@ def read_states(ckpt_dir: Path) -> Optional[Dict[str, Any]]:
         return None
     try:
         return _read_states(path)
-    except (WeightsError, OSError):  # an unreadable state means "not a usable checkpoint", reported by the caller
+    except (WeightsError, OSError):  # unreadable: "not a usable checkpoint", reported by the caller
         return None
 
 

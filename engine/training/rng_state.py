@@ -60,7 +60,8 @@ def _generators(states: List[Dict[str, Any]]) -> List[Any]:
     out = []
     for s in states:
         gen = cls.__new__(cls)
-        gen.__setstate__((int(s["device"]), int(s["seed"]), int(s["offset"]), list(s["engine"].encode("ascii"))))
+        engine = list(s["engine"].encode("ascii"))
+        gen.__setstate__((int(s["device"]), int(s["seed"]), int(s["offset"]), engine))
         out.append(gen)
     return out
 

@@ -17,7 +17,7 @@ checkpoint in Global.output) restore weights, optimizer, LR schedule, EMA, AMP s
 score and every rank's Python/NumPy/Paddle random states, so the run continues as if never stopped (data
 order and augmentation included, given the same config and number of ranks, and models that draw their
 randomness from Paddle: see docs/ENGINE.md). SIGTERM writes a checkpoint at the next step (mid-epoch:
-`interrupted/`, whose resume replays the epoch's data order up to that step) and raises
+`interrupted/`, whose resume skips the epoch's trained batches without loading them) and raises
 `TrainingInterrupted` (exit code 143).
 """
 import logging
@@ -289,7 +289,8 @@ def _restore(run_: _Run, path: Path) -> None:
                         states.get("best_epoch"))
     _restore_rng(run_, states)
     if int(states.get("steps_per_epoch", run_.steps_per_epoch)) != run_.steps_per_epoch:
-        logger.warning("Steps per epoch changed (%s -> %d): the resumed run will not match an uninterrupted one.",
+        logger.warning("Steps per epoch changed (%s -> %d): the resumed run will not match an uninterrupted "
+                       "one.",
                        states.get("steps_per_epoch"), run_.steps_per_epoch)
     logger.info("Resumed from %s: %d epochs and %d steps done, best mask AP %s (epoch %s).", path,
                 run_.state.epoch, run_.state.step, run_.state.best_score, run_.state.best_epoch)
@@ -301,10 +302,10 @@ def _restore_rng(run_: _Run, states: Dict[str, Any]) -> None:
     run_.skip = int(states.get("iter_in_epoch", 0))
     rngs = states.get("rng")
     if rngs is None:  # an older InstSeg's checkpoint: its pickled random states are not read
-        logger.warning("Checkpoint written by an older InstSeg, whose random states were pickled: they are not "
-                       "read (unpickling a file can run code). Weights, optimizer, schedule, epoch and step "
-                       "resume; the random streams are re-seeded, so the model's random draws differ from an "
-                       "uninterrupted run's (data order and augmentation do not).")
+        logger.warning("Checkpoint written by an older InstSeg, whose random states were pickled: they are "
+                       "not read (unpickling a file can run code). Weights, optimizer, schedule, epoch and "
+                       "step resume; the random streams are re-seeded, so the model's random draws differ "
+                       "from an uninterrupted run's (data order and augmentation do not).")
         _seed(int(run_.cfg.Global.seed) + dist.rank() + 7919 * run_.state.epoch)
         return
     if len(rngs) != dist.world_size():
@@ -575,5 +576,6 @@ def _finish(run_: _Run) -> Dict[str, Any]:
         run_.monitor.plot()
         result = _result(run_, done=True)
         write_json(run_.out / "train_result.json", result)
-        logger.info("Training done: best mask AP %s at epoch %s.", run_.state.best_score, run_.state.best_epoch)
+        logger.info("Training done: best mask AP %s at epoch %s.", run_.state.best_score,
+                    run_.state.best_epoch)
     return dist.broadcast_object(result)
