@@ -61,9 +61,10 @@ def test_trained_weights_must_fill_every_layer(tmp_path: Path) -> None:
     source = build_model("MaskRCNN-ResNet50-FPN", NARROW, 5)
     path = tmp_path / "five_classes.pdparams"
     paddle.save({k: paddle.to_tensor(v) for k, v in _random_state(source, 2).items()}, str(path))
-    load_trained_weights(build_model("MaskRCNN-ResNet50-FPN", NARROW, 5), path, "MaskRCNN-ResNet50-FPN", 5)
-    with pytest.raises(WeightsError, match=r"6 weights do not fit MaskRCNN-ResNet50-FPN with Train.num_classes=3"):
-        load_trained_weights(build_model("MaskRCNN-ResNet50-FPN", NARROW, 3), path, "MaskRCNN-ResNet50-FPN", 3)
+    name = "MaskRCNN-ResNet50-FPN"
+    load_trained_weights(build_model(name, NARROW, 5), path, name, 5)
+    with pytest.raises(WeightsError, match=rf"6 weights do not fit {name} with Train.num_classes=3"):
+        load_trained_weights(build_model(name, NARROW, 3), path, name, 3)
 
 
 def test_missing_file_raises_weights_error(tmp_path: Path) -> None:

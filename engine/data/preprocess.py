@@ -19,7 +19,8 @@ def preprocess_bgr(images: Union[np.ndarray, Sequence[np.ndarray]], reader: Any)
     samples = []
     for i, image in enumerate(images):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InstSegError(f"Input image {i} must be uint8 BGR [H, W, 3], got {image.dtype} {image.shape}")
+            raise InstSegError(f"Input image {i} must be uint8 BGR [H, W, 3], got {image.dtype} "
+                               f"{image.shape}")
         sample = {"image": cv2.cvtColor(image, cv2.COLOR_BGR2RGB), "im_id": np.int64(i),
                   "ori_shape": np.array(image.shape[:2], np.int32)}
         sample = resize(sample, int(reader.short_sizes[0]), int(reader.max_size), bool(reader.keep_ratio))

@@ -1,14 +1,14 @@
 """Export a model to a static graph for Paddle Inference: `inference.json` (PIR; `inference.pdmodel` on a
 legacy-IR Paddle), `inference.pdiparams`, and `inference.yml`, which carries everything a deployment needs
-besides the graph (preprocessing, label list, draw threshold), so `engine.deployment.inference.DeployPredictor` runs
-without the training code.
+besides the graph (preprocessing, label list, draw threshold), so
+`engine.deployment.inference.DeployPredictor` runs without the training code.
 
 `Global.mode=export` (`run`) loads `Export.weight_path` into a freshly built model and exports it.
 """
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -109,7 +109,8 @@ def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str) -> Dict[str, st
     paddle.jit.save(static, str(prefix), input_spec=input_spec)
     model_file = next((name for name in MODEL_FILES if (out / name).is_file()), None)
     if model_file is None or not (out / PARAMS_FILE).is_file():
-        raise RuntimeError(f"paddle.jit.save wrote no model/params file in {out}: {sorted(p.name for p in out.iterdir())}")
+        written = sorted(p.name for p in out.iterdir())
+        raise RuntimeError(f"paddle.jit.save wrote no model/params file in {out}: {written}")
     write_text(out / CONFIG_FILE, yaml.safe_dump(inference_config(model, cfg, model_file), sort_keys=False))
     files = {"inference_config": str(out / CONFIG_FILE), "pdmodel": str(out / model_file),
              "pdiparams": str(out / PARAMS_FILE)}
@@ -126,7 +127,8 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     from engine.models.weights import load_trained_weights
 
     output = Path(cfg.Global.output)
-    weights = Path(cfg.Export.weight_path) if cfg.Export.weight_path else output / "best_model" / "best_model.pdparams"
+    default_weights = output / "best_model" / "best_model.pdparams"
+    weights = Path(cfg.Export.weight_path) if cfg.Export.weight_path else default_weights
     if not weights.is_file():
         raise WeightsError(f"Export.weight_path {weights} does not exist; train first or set "
                            f"-o Export.weight_path=<file.pdparams>.")

@@ -1,8 +1,8 @@
 """Deployment inference: run an exported model (engine.deployment.exporter) with Paddle Inference.
 
 Everything comes from the model directory: the graph, the weights and inference.yml (preprocessing, labels,
-draw threshold). No training code is imported, so this module and engine.prediction.results are all a deployment
-needs besides numpy, OpenCV and Paddle.
+draw threshold). No training code is imported, so this module and engine.prediction.results are all a
+deployment needs besides numpy, OpenCV and Paddle.
 """
 import logging
 import os
@@ -22,7 +22,8 @@ from engine.runtime.malloc_tuning import keep_freed_memory
 from engine.errors import ConfigError, WeightsError
 from engine.prediction.results import InstanceSegResult
 
-FORMAT_VERSION = 1  # newest inference.yml format this reader understands (engine.deployment.exporter writes it)
+# newest inference.yml format this reader understands (engine.deployment.exporter writes it)
+FORMAT_VERSION = 1
 MODEL_FILES = ("inference.json", "inference.pdmodel")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 RUN_MODES = ("auto", "paddle", "mkldnn", "trt_fp32", "trt_fp16")
@@ -102,8 +103,10 @@ def build_config(model_file: Path, params: Path, device: Optional[str], cpu_thre
         config.enable_use_gpu(256, device_id)
         if run_mode.startswith("trt"):
             if not paddle_infer.get_trt_compile_version() or paddle_infer.get_trt_compile_version()[0] == 0:
-                raise ConfigError(f"run_mode {run_mode} needs a Paddle built with TensorRT; use run_mode=paddle.")
-            precision = paddle_infer.PrecisionType.Half if run_mode == "trt_fp16" else paddle_infer.PrecisionType.Float32
+                raise ConfigError(f"run_mode {run_mode} needs a Paddle built with TensorRT; use "
+                                  "run_mode=paddle.")
+            precision_type = paddle_infer.PrecisionType
+            precision = precision_type.Half if run_mode == "trt_fp16" else precision_type.Float32
             config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=1, min_subgraph_size=3,
                                           precision_mode=precision, use_static=False, use_calib_mode=False)
     else:
@@ -131,7 +134,8 @@ class Preprocessor:
         by_type = {op["type"]: op for op in ops}
         unknown = set(by_type) - {"Resize", "NormalizeImage", "Permute", "PadStride"}
         if unknown:
-            raise ConfigError(f"inference.yml has preprocessing ops this version cannot run: {sorted(unknown)}")
+            raise ConfigError(f"inference.yml has preprocessing ops this version cannot run: "
+                              f"{sorted(unknown)}")
         self.resize = by_type.get("Resize")
         norm = by_type.get("NormalizeImage")
         self.mean = np.asarray(norm["mean"], np.float32) if norm else np.zeros(3, np.float32)

@@ -123,7 +123,7 @@ def evaluate_model(model: Any, loader: Any, dataset: Any = None, backend: str = 
     iou_types = ("bbox", "segm") if has_mask else ("bbox",)
     coco = evaluate_coco(gt, results, iou_types, backend=backend, label_names=labels)
     for t in iou_types:
-        log.info("COCO %s (%d detections):\n%s", t, len(results),
+        log.info("COCO %s (%d detections, %s backend):\n%s", t, len(results), coco["backend"],
                  "\n".join(summary_lines(coco[t]["stats"], t)))
     return flatten_metrics(coco)
 

@@ -35,7 +35,8 @@ def read_url(url: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = URL_MAX_
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             data = resp.read(max_bytes + 1)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise DatasetError(f"could not download input {url!r} ({exc}); check the address and network") from exc
+        raise DatasetError(f"could not download input {url!r} ({exc}); check the address and "
+                           "network") from exc
     if len(data) > max_bytes:
         raise DatasetError(f"input {url!r} is larger than {max_bytes // (1024 * 1024)} MiB")
     return _decode(data, url)

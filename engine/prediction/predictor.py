@@ -1,9 +1,10 @@
 """Dynamic-graph prediction (``Global.mode=predict`` and ``engine.api.create_model`` with a model name).
 
-Preprocessing is the evaluation transform the exported model uses (``engine.deployment.exporter.preprocess_ops``
-of ``EvalReader`` run by ``engine.deployment.inference.Preprocessor``), so a model predicts the same before and
-after export. Threshold priority: ``predict(threshold=)`` > constructor ``threshold`` >
-``model.draw_threshold`` (0.5); a box is kept when its score is strictly greater.
+Preprocessing is the evaluation transform the exported model uses
+(``engine.deployment.exporter.preprocess_ops`` of ``EvalReader`` run by
+``engine.deployment.inference.Preprocessor``), so a model predicts the same before and after export.
+Threshold priority: ``predict(threshold=)`` > constructor ``threshold`` > ``model.draw_threshold`` (0.5); a
+box is kept when its score is strictly greater.
 """
 import logging
 from pathlib import Path
@@ -36,7 +37,8 @@ def make_result(
     return InstanceSegResult(path, image, boxes, kept)
 
 
-def _batches(items: Iterator[Tuple[Optional[str], np.ndarray]], size: int) -> Iterator[List[Tuple[Optional[str], np.ndarray]]]:
+def _batches(items: Iterator[Tuple[Optional[str], np.ndarray]],
+             size: int) -> Iterator[List[Tuple[Optional[str], np.ndarray]]]:
     batch: List[Tuple[Optional[str], np.ndarray]] = []
     for item in items:
         batch.append(item)
@@ -83,9 +85,11 @@ class DynamicPredictor:
         batch["im_id"] = paddle.to_tensor(np.arange(len(images), dtype=np.int64))
         with paddle.no_grad():
             out = self.model.predict(batch)
-        return {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in out.items() if v is not None}
+        return {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v))
+                for k, v in out.items() if v is not None}
 
-    def predict(self, input: Any, batch_size: int = 1, threshold: Optional[float] = None) -> Iterator[InstanceSegResult]:
+    def predict(self, input: Any, batch_size: int = 1,
+                threshold: Optional[float] = None) -> Iterator[InstanceSegResult]:
         """Yield one InstanceSegResult per input image, ``batch_size`` images per model call."""
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -122,15 +126,17 @@ def build_dynamic(cfg: Any, weight_path: Optional[str], threshold: Optional[floa
 def run(cfg: Any) -> Dict[str, Any]:
     """Global.mode=predict: one JSON and one picture per input image in Global.output."""
     if not cfg.Predict.input:
-        raise ConfigError("Predict.input is not set: give an image, a directory or a URL (-o Predict.input=...)")
+        raise ConfigError("Predict.input is not set: give an image, a directory or a URL "
+                          "(-o Predict.input=...)")
     output = Path(cfg.Global.output)
     threshold = cfg.Predict.threshold
     if cfg.Predict.model_dir:
         from engine.deployment.inference import DeployPredictor
 
         ko = cfg.Predict.kernel_option
-        predictor: Any = DeployPredictor(str(cfg.Predict.model_dir), device=cfg.Global.device, threshold=threshold,
-                                         cpu_threads=ko.cpu_threads or cfg.Global.cpu_threads, run_mode=ko.run_mode)
+        predictor: Any = DeployPredictor(str(cfg.Predict.model_dir), device=cfg.Global.device,
+                                         threshold=threshold, run_mode=ko.run_mode,
+                                         cpu_threads=ko.cpu_threads or cfg.Global.cpu_threads)
         source = str(cfg.Predict.model_dir)
     else:
         from engine.runtime.device import setup_device
@@ -139,7 +145,8 @@ def run(cfg: Any) -> Dict[str, Any]:
         weights = Path(cfg.Predict.weight_path or output / "best_model" / "best_model.pdparams")
         if not weights.is_file():
             raise WeightsError(f"Predict.weight_path {weights} does not exist; train first, or set "
-                               f"-o Predict.weight_path=<file.pdparams> or -o Predict.model_dir=<export dir>.")
+                               "-o Predict.weight_path=<file.pdparams> or -o Predict.model_dir=<export "
+                               "dir>.")
         predictor = build_dynamic(cfg, str(weights), threshold)
         source = str(weights)
     saved = []
