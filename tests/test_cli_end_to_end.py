@@ -23,7 +23,7 @@ TINY = [
     "Architecture.freeze_norm=false", "Architecture.rpn_pre_nms_top_n_test=100",
     "Architecture.rpn_post_nms_top_n_test=50",
     "TrainReader.short_sizes=[64]", "TrainReader.max_size=64",
-    "EvalReader.short_sizes=[64]", "EvalReader.max_size=64",
+    "EvalReader.target_size=[64, 64]",
 ]
 
 
