@@ -175,7 +175,8 @@ def test_loader_with_all_augmentations_and_batch_multiscale(root):
         loader.batch_sampler.set_epoch(epoch)
         for batch in loader:
             n, c, h, w = batch["image"].shape
-            assert (n, c) == (2, 3) and h == w and h in (32, 48, 64) and str(batch["image"].dtype).endswith("float32")
+            assert (n, c) == (2, 3) and h == w and h in (32, 48, 64)
+            assert str(batch["image"].dtype).endswith("float32")
             sizes.add(h)
             for boxes, masks, cls, crowd in zip(batch["gt_bbox"], batch["gt_mask"], batch["gt_class"],
                                                 batch["is_crowd"]):

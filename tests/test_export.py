@@ -7,6 +7,8 @@ and counts.
 """
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -264,9 +266,7 @@ def test_bad_run_mode_and_device(exported):
         DeployPredictor(exported[2], device="tpu")
 
 
-def run_cli(*overrides: str) -> "subprocess.CompletedProcess":
-    import subprocess
-    import sys
+def run_cli(*overrides: str) -> subprocess.CompletedProcess:
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, str(root / "main.py")] + [a for o in overrides for a in ("-o", o)]
     return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600,
@@ -293,7 +293,8 @@ def demo_weights(tmp_path_factory):
 def test_cli_export_then_predict_directory(demo_weights):
     tmp, weights = demo_weights
     small = ["EvalReader.target_size=[64, 96]"]
-    done = run_cli("Global.mode=export", f"Export.weight_path={weights}", f"Global.output={tmp / 'out'}", *small)
+    done = run_cli("Global.mode=export", f"Export.weight_path={weights}", f"Global.output={tmp / 'out'}",
+                   *small)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp / "out" / "export_result.json").read_text())
     assert result["done_flag"] is True and Path(result["save_dir"]) == tmp / "out" / "inference"
@@ -348,7 +349,8 @@ def test_export_without_weights_is_a_clear_error(tmp_path):
     assert "best_model.pdparams does not exist" in result["err_msg"]
 
 
-@pytest.mark.parametrize("name, onednn", [("MaskRCNN-ResNet50-FPN", False), ("Cascade-MaskRCNN-ResNet50-FPN", False),
+@pytest.mark.parametrize("name, onednn", [("MaskRCNN-ResNet50-FPN", False),
+                                          ("Cascade-MaskRCNN-ResNet50-FPN", False),
                                           ("MaskRCNN-ResNet50-FPN", True)])
 def test_real_rcnn_exported_matches_dynamic_graph(name, onednn, tmp_path):
     """A tiny real R-CNN (RoIAlign, distribute_fpn_proposals, NMS, mask pasting in the graph). With

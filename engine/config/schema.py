@@ -19,7 +19,8 @@ class GlobalSection:
     output: str = "output"  # every mode writes here
     seed: int = 42  # seeds splits, conversion and training
     cpu_threads: Optional[int] = None  # CPU math threads; None = all cores
-    onednn: bool = False  # oneDNN kernels on CPU for training/eval (demo steps ~12% faster; see engine.runtime.device)
+    # oneDNN kernels on CPU for training/eval (demo steps ~12% faster; see engine.runtime.device)
+    onednn: bool = False
 
 
 @dataclass
@@ -45,7 +46,8 @@ class CheckDatasetSection:
 
 @dataclass
 class KernelOptionSection:
-    # auto (mkldnn on CPU, paddle on GPU) | mkldnn (oneDNN) | paddle (Paddle's own kernels) | trt_fp32 | trt_fp16
+    # auto (mkldnn on CPU, paddle on GPU) | mkldnn (oneDNN) | paddle (Paddle's own kernels)
+    # | trt_fp32 | trt_fp16
     run_mode: str = "auto"
     cpu_threads: Optional[int] = None  # None = Global.cpu_threads
 
@@ -82,14 +84,15 @@ class TrainSection:
 @dataclass
 class EvaluateSection:
     weight_path: Optional[str] = None  # default {output}/best_model/best_model.pdparams
-    log_interval: int = 10
-    backend: str = "pycocotools"  # pycocotools | fast (same numbers, faster)
+    log_interval: int = 10  # val batches between progress log lines (evaluate and training evaluations)
+    backend: str = "pycocotools"  # pycocotools | fast (same numbers, faster); also for training evaluations
     batch_size: int = 1
 
 
 @dataclass
 class ExportSection:
     weight_path: Optional[str] = None  # default {output}/best_model/best_model.pdparams
+    save_dir: Optional[str] = None  # where the inference model is written; default {output}/inference
 
 
 @dataclass

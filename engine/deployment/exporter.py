@@ -103,7 +103,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     """Global.mode=export: Export.weight_path (default {output}/best_model/best_model.pdparams) ->
     Export.save_dir when the config has it, else {output}/inference."""
     from engine.models.zoo import build_model
-    from engine.models.weights import load_weights
+    from engine.models.weights import load_trained_weights
 
     output = Path(cfg.Global.output)
     weights = Path(cfg.Export.weight_path) if cfg.Export.weight_path else output / "best_model" / "best_model.pdparams"
@@ -113,11 +113,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     save_dir = getattr(cfg.Export, "save_dir", None) if "save_dir" in cfg.Export else None
     out_dir = Path(save_dir) if save_dir else output / "inference"
     model = build_model(cfg.Global.model, cfg.Architecture, int(cfg.Train.num_classes))
-    skipped = load_weights(model, str(weights))
-    if skipped:  # an exported model with untrained layers would predict garbage silently
-        raise WeightsError(f"{weights}: {len(skipped)} weights do not fit {cfg.Global.model} with "
-                           f"Train.num_classes={cfg.Train.num_classes} (e.g. {', '.join(skipped[:3])}); "
-                           f"set the num_classes and Architecture the model was trained with.")
+    load_trained_weights(model, str(weights), str(cfg.Global.model), int(cfg.Train.num_classes))
     files = export_model(model, cfg, str(out_dir), weight_path=str(weights))
     return {"model_name": str(cfg.Global.model), "weight_path": str(weights), "save_dir": str(out_dir),
             "format_version": FORMAT_VERSION, "files": files}

@@ -65,12 +65,9 @@ def build_dynamic(cfg: Any, weight_path: Optional[str], threshold: Optional[floa
 
         warnings.warn(msg, UserWarning, stacklevel=3)
     else:
-        from engine.models.weights import load_weights
+        from engine.models.weights import load_trained_weights
 
-        skipped = load_weights(model, str(weight_path))
-        if skipped:  # untrained layers would predict garbage silently
-            raise WeightsError(f"{weight_path}: {len(skipped)} weights do not fit {cfg.Global.model} with "
-                               f"Train.num_classes={cfg.Train.num_classes} (e.g. {', '.join(skipped[:3])}).")
+        load_trained_weights(model, str(weight_path), str(cfg.Global.model), int(cfg.Train.num_classes))
     labels = model_labels(cfg, weight_path)
     return DynamicPredictor(model, Preprocess.from_reader(cfg.EvalReader), labels, threshold)
 
