@@ -140,7 +140,8 @@ def test_predict_mode_writes_json_and_image(standin, weights, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["predict"]  # not beside checkpoints and logs
     assert sorted(p.name for p in (out / "predict").iterdir()) == ["x_res.jpg", "x_res.json", "y_res.json",
                                                                    "y_res.png"]
-    assert [r["json"] for r in summary["results"]] == [str(out / "predict" / n) for n in ("x_res.json", "y_res.json")]
+    assert [r["json"] for r in summary["results"]] == [str(out / "predict" / n)
+                                                       for n in ("x_res.json", "y_res.json")]
     data = json.loads((out / "predict" / "y_res.json").read_text())
     assert len(data["boxes"]) == 3 and rle_to_mask(data["masks"][2]).shape == (50, 70)
     cfg = load_config(f"configs/{NAME}.yaml", [f"Global.output={out}", f"Predict.input={d}",
@@ -205,9 +206,8 @@ def test_predict_mode_keeps_inputs_of_the_same_name_apart(standin, weights, tmp_
         (tmp_path / "in" / sub).mkdir(parents=True)
         cv2.imwrite(str(tmp_path / "in" / sub / "x.png"), _img(v=value))
     out = tmp_path / "out"
-    cfg = load_config(f"configs/{NAME}.yaml", [f"Global.output={out}", f"Predict.input={tmp_path / 'in'}",
-                                              f"Predict.weight_path={weights}"])
-    summary = run(cfg)
+    overrides = [f"Global.output={out}", f"Predict.input={tmp_path / 'in'}", f"Predict.weight_path={weights}"]
+    summary = run(load_config(f"configs/{NAME}.yaml", overrides))
     assert [Path(r["json"]).name for r in summary["results"]] == ["x_res.json", "x_res_1.json"]
     inputs = [json.loads(Path(r["json"]).read_text())["input_path"] for r in summary["results"]]
     assert inputs == [str(tmp_path / "in" / "a" / "x.png"), str(tmp_path / "in" / "b" / "x.png")]

@@ -122,7 +122,8 @@ def test_urls_with_the_same_file_name_do_not_collide(server, private_tmp):
     it = iter_inputs(urls)
     path, first = next(it)
     (folder,) = list(private_tmp.iterdir())  # one private folder per iteration, only its owner may enter
-    assert path == urls[0] and folder.name.startswith("instseg_inputs_") and folder.stat().st_mode & 0o077 == 0
+    assert path == urls[0] and folder.name.startswith("instseg_inputs_")
+    assert folder.stat().st_mode & 0o077 == 0
     path, second = next(it)
     assert path == urls[1]
     assert first[0, 0].tolist() == [10, 10, 10] and second[0, 0].tolist() == [200, 200, 200]
