@@ -82,6 +82,16 @@ class InstanceSegResult:
         if self._suffix not in IMAGE_SUFFIXES:
             self._suffix = ".png"
 
+    @property
+    def stem(self) -> str:
+        """File-name stem of saved files: the input's, or a time-and-random one for arrays."""
+        return self._stem
+
+    @property
+    def image_suffix(self) -> str:
+        """Suffix `save_to_img` uses for a directory: the input's image suffix, else `.png`."""
+        return self._suffix
+
     def _plain(self, masks: Any) -> Dict[str, Any]:
         return {
             "input_path": self.input_path,
