@@ -296,7 +296,8 @@ def test_cli_export_then_predict_directory(demo_weights):
     demo = json.loads((Path(__file__).resolve().parents[1] / "demo_data/instance_seg/annotations/"
                        "instance_val.json").read_text())
     assert info["label_list"] == [c["name"] for c in sorted(demo["categories"], key=lambda c: c["id"])]
-    assert info["Preprocess"][0]["target_size"] == [64, 96] and info["Preprocess"][0]["interp"] == 1  # demo.yaml
+    resize = info["Preprocess"][0]
+    assert resize["target_size"] == [64, 96] and resize["interp"] == 1  # demo.yaml
 
     inputs = tmp / "inputs"
     inputs.mkdir()

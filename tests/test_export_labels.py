@@ -54,7 +54,8 @@ def test_export_of_a_custom_trained_model_carries_its_class_names(tmp_path):
                    "Train.epochs_iters=1", "Train.batch_size=2", "Train.export_best=false", *small)
     assert done.returncode == 0, done.stderr[-3000:]
     weights = run / "best_model" / "best_model.pdparams"
-    assert weights.is_file() and (run / "label_dict.txt").read_text().split("\n")[:3] == ["0 zebra", "1 ant", "2 bee"]
+    assert weights.is_file()
+    assert (run / "label_dict.txt").read_text().split("\n")[:3] == ["0 zebra", "1 ant", "2 bee"]
 
     # weights named explicitly, output elsewhere: the names come from the run next to the weights
     code = run_in_process("Global.mode=export", f"Export.weight_path={weights}",

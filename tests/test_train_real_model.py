@@ -25,7 +25,7 @@ def _cfg(data: Path, out: Path, *extra: str) -> Any:
         "Architecture.mask_head_channels=32", "Architecture.rpn_batch_size_per_im=32",
         "Architecture.roi_batch_size_per_im=32",
         "TrainReader.short_sizes=[64]", "TrainReader.max_size=64", "TrainReader.batch_sizes=[64,96]",
-        "EvalReader.short_sizes=[64]", "EvalReader.max_size=64",
+        "EvalReader.target_size=[64,64]",
         "Evaluate.backend=fast", "Evaluate.log_interval=1", *extra])
 
 

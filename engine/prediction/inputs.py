@@ -42,7 +42,8 @@ def read_image(path: Path, name: Optional[str] = None) -> np.ndarray:
     return image
 
 
-def download(url: str, target: Path, timeout: Optional[float] = None, max_bytes: Optional[int] = None) -> Path:
+def download(url: str, target: Path, timeout: Optional[float] = None,
+             max_bytes: Optional[int] = None) -> Path:
     """Stream `url` into `target` within `timeout` seconds in all and at most `max_bytes` bytes
     (defaults URL_TIMEOUT_S, URL_MAX_BYTES); DatasetError for anything else."""
     timeout = URL_TIMEOUT_S if timeout is None else float(timeout)
@@ -66,7 +67,8 @@ def download(url: str, target: Path, timeout: Optional[float] = None, max_bytes:
                     raise DatasetError(f"input {url!r} took longer than {timeout:g} s to download")
                 out.write(chunk)
     except (urllib.error.URLError, OSError, ValueError) as exc:  # includes socket timeouts
-        raise DatasetError(f"could not download input {url!r} ({exc}); check the address and network") from exc
+        raise DatasetError(f"could not download input {url!r} ({exc}); check the address and "
+                           "network") from exc
     return target
 
 
