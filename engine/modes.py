@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from omegaconf import DictConfig
 
 from engine.runtime.atomic_io import write_json
-from engine.errors import InstSegError, ModeNotAvailableError
+from engine.errors import ConfigError, InstSegError, ModeNotAvailableError
 from engine.runtime.log import setup_logging
 
 logger = logging.getLogger("instseg")
@@ -56,7 +56,11 @@ def run_mode(cfg: DictConfig, argv: Optional[Sequence[str]] = None) -> int:
     from engine.runtime.device import in_launched_process, launch_command, needs_launch
 
     if needs_launch(cfg):
-        cmd = launch_command(cfg, sys.argv[1:] if argv is None else argv)
+        try:
+            cmd = launch_command(cfg, sys.argv[1:] if argv is None else argv)
+        except ConfigError as exc:
+            print(f"ConfigError: {exc}", file=sys.stderr)
+            return exc.exit_code
         logger.info("Data-parallel training: %s", " ".join(cmd))
         return subprocess.call(cmd)
     writes = not in_launched_process() or _rank_is_zero()

@@ -34,17 +34,20 @@ def max_diff(a: Any, b: Any) -> float:
     return max(float(np.abs(a[k] - b[k]).max()) for k in a.files)
 
 
-def test_two_processes_identical_weights_and_one_evaluation_over_the_whole_val_set(tmp_path: Path) -> None:
+def test_two_processes_identical_weights_and_each_rank_evaluating_its_share(tmp_path: Path) -> None:
     out = tmp_path / "dp"
     rc, log = launch(out)
     assert rc == 0, log[-4000:]
     assert max_diff(weights(out, 0), weights(out, 1)) == 0.0  # parameters and (averaged) BN statistics
     evals: List[dict] = [json.loads(line) for line in (out / "evals.jsonl").read_text().splitlines()]
-    assert len(evals) == 3  # once per epoch, on one process, every val image
-    assert all(e["rank"] == 0 and e["images"] == NUM_VAL == e["dataset"] for e in evals)
+    by_rank = {r: [e for e in evals if e["rank"] == r] for r in (0, 1)}
+    assert len(by_rank[0]) == len(by_rank[1]) == 3  # once per epoch on each rank
+    for mine, theirs in zip(by_rank[0], by_rank[1]):  # disjoint shares that cover the val set once
+        assert sorted(mine["ids"] + theirs["ids"]) == list(range(1, NUM_VAL + 1)) and theirs["AP"] is None
     result = json.loads((out / "train_result.json").read_text())
     assert result["done_flag"] is True and result["steps_done"] == 9
-    assert [r["AP"] for r in read_records(out / "metrics.jsonl") if r["type"] == "eval"] == [e["AP"] for e in evals]
+    gathered = [e["AP"] for e in by_rank[0]]
+    assert [r["AP"] for r in read_records(out / "metrics.jsonl") if r["type"] == "eval"] == gathered
     log_text = (out / "train.log").read_text()
     assert "(rank 0 of 2)" in log_text and "rank 1" not in log_text  # only rank 0 writes
 

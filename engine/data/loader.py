@@ -48,10 +48,26 @@ class EpochBatchSampler(paddle.io.DistributedBatchSampler):
         self.dataset.epoch = int(epoch)
 
 
+class ShardBatchSampler(paddle.io.BatchSampler):
+    """Batches of every `num_replicas`-th index from `rank`, in order and without padding, so each image is
+    evaluated by exactly one rank (DistributedBatchSampler repeats images to even out the shares)."""
+
+    def __init__(self, dataset: ReaderDataset, batch_size: int, num_replicas: int, rank: int) -> None:
+        self.dataset, self.batch_size, self.drop_last = dataset, batch_size, False
+        mine = list(range(rank, len(dataset), num_replicas))
+        self.batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+
+    def __iter__(self) -> Iterator[List[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 class Loader:
     """Iterates batches of paddle tensors (docs/ENGINE.md); samples are collated in the workers."""
 
-    def __init__(self, dataset: ReaderDataset, batch_sampler: EpochBatchSampler, num_workers: int,
+    def __init__(self, dataset: ReaderDataset, batch_sampler: paddle.io.BatchSampler, num_workers: int,
                  pad_stride: int, collate_fn: Optional[Callable[[List[Dict[str, Any]]], Dict[str, Any]]] = None
                  ) -> None:
         self.dataset, self.batch_sampler, self.num_workers = dataset, batch_sampler, num_workers
@@ -83,8 +99,9 @@ def build_loader(cfg: DictConfig, split: str, dataset: Optional[ReaderDataset] =
                  batch_size: Optional[int] = None) -> Loader:
     """Loader of `split` ("train": TrainReader, shuffled, drop_last; "val": EvalReader, every image once).
 
-    `dataset` reuses an already-read split; `distributed` (default: train only) shards batches over the
-    data-parallel ranks; val is never sharded, so rank 0 evaluates the whole split (docs/ENGINE.md).
+    `dataset` reuses an already-read split; `distributed` (default: yes when data-parallel) shards it over
+    the ranks: train batches through DistributedBatchSampler, val images without repeats (ShardBatchSampler;
+    the evaluator gathers every rank's results, docs/ENGINE.md).
     """
     train = split == "train"
     reader = cfg.TrainReader if train else cfg.EvalReader
@@ -92,8 +109,12 @@ def build_loader(cfg: DictConfig, split: str, dataset: Optional[ReaderDataset] =
         source = CocoInstances(cfg.Global.dataset_dir, split, skip_empty=train and bool(reader.skip_empty))
         dataset = ReaderDataset(source, reader, train, int(cfg.Global.seed))
     size = batch_size or (int(cfg.Train.batch_size) if train else int(cfg.Evaluate.batch_size))
-    shard = train if distributed is None else distributed
+    shard = (train or paddle.distributed.get_world_size() > 1) if distributed is None else distributed
     ranks = {} if shard else {"num_replicas": 1, "rank": 0}
+    if not train and shard:
+        env = paddle.distributed.ParallelEnv()
+        return Loader(dataset, ShardBatchSampler(dataset, size, env.world_size, env.rank),
+                      int(cfg.Train.num_workers), int(reader.pad_stride))
     sampler = EpochBatchSampler(dataset, batch_size=size, shuffle=train if shuffle is None else shuffle,
                                 drop_last=train and len(dataset) >= size, **ranks)
     workers = int(cfg.Train.num_workers)
