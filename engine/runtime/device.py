@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from engine.errors import ConfigError
-from engine.runtime import paddle_build
+from engine.runtime import paddle_build, quiet_warnings
 from engine.runtime.malloc_tuning import keep_freed_memory
 
 DEVICE_TYPES = ("cpu", "gpu", "xpu", "npu", "mlu")
@@ -60,7 +60,10 @@ def launch_command(cfg: Any, argv: Sequence[str]) -> List[str]:
     this Paddle build cannot use is a ConfigError here, before any worker starts."""
     kind, ids = parse_device(cfg.Global.device)
     paddle_build.check_device(kind, ids, launched=False)
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--devices", ",".join(map(str, ids or [0]))]
+    # the launcher imports Paddle itself, before engine.runtime.quiet_warnings could filter its ccache note
+    quiet = ["-W", f"ignore:{quiet_warnings.KNOWN_HARMLESS[0][0]}:UserWarning"]
+    cmd = [sys.executable, *quiet, "-m", "paddle.distributed.launch",
+           "--devices", ",".join(map(str, ids or [0]))]
     if cfg.Global.ips:
         cmd += ["--ips", str(cfg.Global.ips)]
     cmd += ["--log_dir", str(Path(cfg.Global.output) / "distributed_train_logs"), str(REPO_ROOT / "main.py")]
