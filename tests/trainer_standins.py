@@ -1,7 +1,7 @@
 """Test-only stand-ins for the trainer: a tiny model, an in-memory loader, a real tiny metric.
 
 Also a driver: `python tests/trainer_standins.py OUTPUT [KEY=VALUE ...] [--kill-after-save NAME]
-[--kill-during-save NAME] [--sigterm-at-step N] [--stop-sync-every N]`
+[--kill-during-save NAME] [--sigterm-at-step N] [--kill-rank-at-step RANK N] [--stop-sync-every N]`
 trains with these stand-ins (optionally killing itself at
 a chosen moment) and, on every rank, dumps its final weights to `OUTPUT/rank<r>_weights.npz`. It runs
 under `paddle.distributed.launch` too. Nothing here is used by the engine.
@@ -216,6 +216,17 @@ def _install_kill_hooks(args: List[str]) -> List[str]:
                 return losses
 
             trainer._train_step = signalling_step
+        elif arg == "--kill-rank-at-step":  # that rank dies (SIGKILL, a lost node) after that step
+            who, at = int(next(it)), int(next(it))
+            step_fn = trainer._train_step
+
+            def dying_step(run_: Any, batch: Any, _who: int = who, _at: int = at) -> Dict[str, float]:
+                losses = step_fn(run_, batch)
+                if run_.state.step + 1 == _at and int(os.environ.get("PADDLE_TRAINER_ID", "0")) == _who:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return losses
+
+            trainer._train_step = dying_step
         elif arg == "--stop-sync-every":
             trainer._STOP_SYNC_EVERY = int(next(it))
         else:

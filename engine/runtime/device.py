@@ -4,7 +4,10 @@ Parsing imports nothing heavy (config validation and check_dataset stay Paddle-f
 and `resolve_device` import Paddle when called. Several device ids (or several `Global.ips`) mean
 data-parallel training, started through `paddle.distributed.launch` (see `launch_command`).
 """
+import logging
 import os
+import socket
+import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +19,7 @@ from engine.runtime.malloc_tuning import keep_freed_memory
 
 DEVICE_TYPES = ("cpu", "gpu", "xpu", "npu", "mlu")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+logger = logging.getLogger("instseg")
 
 
 def parse_device(device: str) -> Tuple[str, List[int]]:
@@ -66,8 +70,32 @@ def launch_command(cfg: Any, argv: Sequence[str]) -> List[str]:
            "--devices", ",".join(map(str, ids or [0]))]
     if cfg.Global.ips:
         cmd += ["--ips", str(cfg.Global.ips)]
-    cmd += ["--log_dir", str(Path(cfg.Global.output) / "distributed_train_logs"), str(REPO_ROOT / "main.py")]
+    cmd += ["--log_dir", str(launch_log_dir(cfg)), str(REPO_ROOT / "main.py")]
     return cmd + list(argv)
+
+
+def launch_log_dir(cfg: Any) -> Path:
+    """`{output}/distributed_train_logs`, per host when several nodes share the output folder (each node's
+    launcher names its workers' logs workerlog.<local rank>)."""
+    logs = Path(cfg.Global.output) / "distributed_train_logs"
+    nodes = [ip for ip in (cfg.Global.ips or "").split(",") if ip.strip()]
+    return logs / socket.gethostname() if len(nodes) > 1 else logs
+
+
+def run_launch(cmd: Sequence[str], output: Path, log_dir: Path) -> int:
+    """Run the launcher `cmd` and return its exit code; when it fails (a worker crashed, was killed, or a
+    node was lost) say so in one error line with where the logs are and how to continue."""
+    code = subprocess.call(list(cmd))
+    if code != 0:
+        from engine.training.checkpoint import latest_checkpoint
+
+        last = latest_checkpoint(output)
+        resume = (f"relaunch the same command with -o Train.auto_resume=true to continue from {last}" if last
+                  else "no checkpoint was written yet, so a relaunch starts from scratch")
+        logger.error("Data-parallel training stopped: paddle.distributed.launch exited with code %d (a "
+                     "worker failed or was killed, or another node was lost; see %s/workerlog.*); %s.", code,
+                     log_dir, resume)
+    return code
 
 
 def resolve_device(device: Optional[str]) -> str:
