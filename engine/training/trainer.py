@@ -441,7 +441,7 @@ def _end_epoch(run_: _Run) -> Optional[Path]:
     rng_now = ckpt.capture_rng()
     rngs: List[Dict[str, Any]] = []
     if do_eval or do_save:
-        dist.average_buffers(run_.model, *([run_.ema.state_dict()] if run_.ema is not None else []))
+        _average_statistics(run_)
         rngs = dist.all_gather_object(rng_now)
     metrics = _maybe_eval(run_) if do_eval else None
     ckpt.restore_rng(rng_now)  # evaluation leaves no trace in the random streams
@@ -454,6 +454,11 @@ def _end_epoch(run_: _Run) -> Optional[Path]:
         # computes the metrics and writes checkpoints; after the last epoch they finish without waiting
         dist.barrier()
     return saved
+
+
+def _average_statistics(run_: _Run) -> None:
+    """Every rank's BN statistics, of the weights and of their EMA, replaced by their mean over ranks."""
+    dist.average_buffers(run_.model, *([run_.ema.state_dict()] if run_.ema is not None else []))
 
 
 def _keep(run_: _Run, metrics: Optional[Dict[str, Any]], do_save: bool, rngs: List[Dict[str, Any]]
@@ -520,7 +525,7 @@ def _stop(run_: _Run, it: int, saved: Optional[Path]) -> None:
     random state from the start of the epoch, to replay its data order; at an epoch end (`it` = 0) the
     epoch checkpoint `saved` serves when there is one."""
     if saved is None:
-        dist.average_buffers(run_.model)
+        _average_statistics(run_)
         rngs = dist.all_gather_object(ckpt.capture_rng())
         epoch_rngs = dist.all_gather_object(run_.epoch_rng) if it else None
         if run_.main:
