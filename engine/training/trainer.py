@@ -567,11 +567,11 @@ def _export_best(run_: _Run) -> None:
 
 
 def _finish(run_: _Run) -> Dict[str, Any]:
-    """Rank 0 exports the best model and writes the final train_result.json; the other ranks return their
-    own result at once (no collective: they must not wait for rank 0's export; only rank 0 knows the best
-    AP)."""
+    """Rank 0 exports the best model, writes the final train_result.json and returns it; the other ranks
+    return at once, without a collective (they must not wait for rank 0's export) and without reading the
+    output folder rank 0 is still writing: only their rank and progress."""
     if not run_.main:
-        return _result(run_, done=True)
+        return {"rank": dist.rank(), "epochs_done": run_.state.epoch, "steps_done": run_.state.step}
     _export_best(run_)
     run_.monitor.plot()
     result = _result(run_, done=True)
