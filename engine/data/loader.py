@@ -6,6 +6,8 @@ import numpy as np
 import paddle
 from omegaconf import DictConfig
 
+from engine.runtime import distributed as dist
+
 from .augment import multiscale_collate
 from .batching import collate
 from .coco import CocoInstances
@@ -109,11 +111,10 @@ def build_loader(cfg: DictConfig, split: str, dataset: Optional[ReaderDataset] =
         source = CocoInstances(cfg.Global.dataset_dir, split, skip_empty=train and bool(reader.skip_empty))
         dataset = ReaderDataset(source, reader, train, int(cfg.Global.seed))
     size = batch_size or (int(cfg.Train.batch_size) if train else int(cfg.Evaluate.batch_size))
-    shard = (train or paddle.distributed.get_world_size() > 1) if distributed is None else distributed
+    shard = (train or dist.world_size() > 1) if distributed is None else distributed
     ranks = {} if shard else {"num_replicas": 1, "rank": 0}
     if not train and shard:
-        env = paddle.distributed.ParallelEnv()
-        return Loader(dataset, ShardBatchSampler(dataset, size, env.world_size, env.rank),
+        return Loader(dataset, ShardBatchSampler(dataset, size, dist.world_size(), dist.rank()),
                       int(cfg.Train.num_workers), int(reader.pad_stride))
     sampler = EpochBatchSampler(dataset, batch_size=size, shuffle=train if shuffle is None else shuffle,
                                 drop_last=train and len(dataset) >= size, **ranks)
