@@ -1,7 +1,7 @@
 """Test-only stand-ins for the trainer: a tiny model, an in-memory loader, a real tiny metric.
 
 Also a driver: `python tests/trainer_standins.py OUTPUT [KEY=VALUE ...] [--kill-after-save NAME]
-[--kill-during-save NAME] [--sigterm-at-step N] [--stop-sync-every N]`
+[--kill-during-save NAME] [--sigterm-at-step N] [--kill-rank-at-step RANK N] [--stop-sync-every N]`
 trains with these stand-ins (optionally killing itself at
 a chosen moment) and, on every rank, dumps its final weights to `OUTPUT/rank<r>_weights.npz`. It runs
 under `paddle.distributed.launch` too. Nothing here is used by the engine.
@@ -103,8 +103,14 @@ def build_loader(cfg: DictConfig, split: str) -> Tuple[paddle.io.DataLoader, Tin
     train = split == "train"
     dataset = TinyDataset(NUM_TRAIN if train else NUM_VAL, seed=0 if train else 1, train=train)
     bs = int(cfg.Train.batch_size)
-    ranks = {} if train else {"num_replicas": 1, "rank": 0}
-    sampler = EpochBatchSampler(dataset, batch_size=bs, shuffle=train, drop_last=train, **ranks)
+    world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+    if not train and world > 1:  # the engine's val sharding: every image on exactly one rank
+        from engine.data.loader import ShardBatchSampler
+
+        sampler = ShardBatchSampler(dataset, bs, world, int(os.environ["PADDLE_TRAINER_ID"]))
+    else:
+        ranks = {} if train else {"num_replicas": 1, "rank": 0}
+        sampler = EpochBatchSampler(dataset, batch_size=bs, shuffle=train, drop_last=train, **ranks)
     workers = int(cfg.Train.num_workers) if train else 0
     loader = paddle.io.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers)
     return loader, dataset
@@ -113,21 +119,24 @@ def build_loader(cfg: DictConfig, split: str) -> Tuple[paddle.io.DataLoader, Tin
 EVAL_LOG_ENV = "INSTSEG_TEST_EVAL_LOG"
 
 
-def evaluate(model: paddle.nn.Layer, loader: Any, dataset: TinyDataset) -> Dict[str, float]:
-    """Accuracy over the whole loader, reported as mask "AP" (and logged per call when asked)."""
-    correct = seen = 0
+def evaluate(model: paddle.nn.Layer, loader: Any, dataset: TinyDataset) -> Optional[Dict[str, float]]:
+    """Accuracy over this rank's share of the images, gathered as the engine's evaluator does: reported as
+    mask "AP" on rank 0, None elsewhere (each rank logs its share and rank 0 the gathered AP when asked)."""
+    from engine.runtime import distributed as dist
+
+    correct, ids = 0, []
     for batch in loader:
         pred = model.predict(batch).numpy()
         labels = np.concatenate([g.numpy() for g in batch["gt_class"]])
         correct += int((pred == labels).sum())
-        seen += len(labels)
-    ap = correct / seen
+        ids += [int(i) for i in np.asarray(batch["im_id"]).reshape(-1)]
+    parts = dist.all_gather_object((correct, len(ids)))
+    ap = sum(c for c, _ in parts) / sum(n for _, n in parts) if dist.is_main() else None
     log = os.environ.get(EVAL_LOG_ENV)
     if log:
         with open(log, "a") as fh:
-            fh.write(json.dumps({"rank": int(os.environ.get("PADDLE_TRAINER_ID", "0")), "images": seen,
-                                 "dataset": len(dataset), "AP": ap}) + "\n")
-    return {"AP": ap, "bbox_AP": ap / 2}
+            fh.write(json.dumps({"rank": dist.rank(), "ids": ids, "dataset": len(dataset), "AP": ap}) + "\n")
+    return None if ap is None else {"AP": ap, "bbox_AP": ap / 2}
 
 
 def hooks(models: Optional[List[paddle.nn.Layer]] = None, scores: Optional[List[float]] = None) -> TrainHooks:
@@ -140,9 +149,9 @@ def hooks(models: Optional[List[paddle.nn.Layer]] = None, scores: Optional[List[
             models.append(model)
         return model
 
-    def scripted(model: paddle.nn.Layer, loader: Any, dataset: Any) -> Dict[str, float]:
+    def scripted(model: paddle.nn.Layer, loader: Any, dataset: Any) -> Optional[Dict[str, float]]:
         metrics = evaluate(model, loader, dataset)
-        if scores is not None:
+        if scores is not None and metrics is not None:
             metrics["AP"] = scores[calls["n"]]
             calls["n"] += 1
         return metrics
@@ -211,6 +220,17 @@ def _install_kill_hooks(args: List[str]) -> List[str]:
                 return losses
 
             trainer._train_step = signalling_step
+        elif arg == "--kill-rank-at-step":  # that rank dies (SIGKILL, a lost node) after that step
+            who, at = int(next(it)), int(next(it))
+            step_fn = trainer._train_step
+
+            def dying_step(run_: Any, batch: Any, _who: int = who, _at: int = at) -> Dict[str, float]:
+                losses = step_fn(run_, batch)
+                if run_.state.step + 1 == _at and int(os.environ.get("PADDLE_TRAINER_ID", "0")) == _who:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return losses
+
+            trainer._train_step = dying_step
         elif arg == "--stop-sync-every":
             trainer._STOP_SYNC_EVERY = int(next(it))
         else:

@@ -1,6 +1,7 @@
 """Evaluation: run a model over the val loader, turn its outputs into COCO results, compute COCO AP.
 
-``run(cfg)`` is ``Global.mode=evaluate``; ``evaluate_model`` is what the trainer calls after epochs.
+``run(cfg)`` is ``Global.mode=evaluate``; ``evaluate_model`` is what the trainer calls after epochs. Under
+paddle.distributed.launch each rank predicts its share of the val set and rank 0 scores them all.
 Masks become compressed RLE right after each batch (one pycocotools call per image for all its
 instances), so memory holds RLEs, never a whole val set of bitmaps.
 """
@@ -111,15 +112,38 @@ def flatten_metrics(coco: Dict[str, Any]) -> Dict[str, Any]:
     return metrics
 
 
+def gather_results(results: List[Dict[str, Any]], has_mask: bool
+                   ) -> Optional[Tuple[List[Dict[str, Any]], bool]]:
+    """Data-parallel: every rank's results on rank 0, ordered by image id (each rank evaluated a disjoint
+    share of the images, engine.data.loader), None on the other ranks; unchanged in a single process."""
+    from engine.runtime import distributed as dist
+
+    if dist.world_size() <= 1:
+        return results, has_mask
+    parts = dist.all_gather_object((results, has_mask))
+    if not dist.is_main():
+        return None
+    merged = [r for part, _ in parts for r in part]
+    merged.sort(key=lambda r: r["image_id"])  # stable: an image's detections keep their order
+    return merged, any(mask for _, mask in parts)
+
+
 def evaluate_model(model: Any, loader: Any, dataset: Any = None, backend: str = "pycocotools",
-                   log_interval: int = 0) -> Dict[str, Any]:
+                   log_interval: int = 0) -> Optional[Dict[str, Any]]:
     """COCO box and mask metrics of ``model`` on ``loader`` (``dataset`` default: ``loader.dataset``);
-    ``backend`` and ``log_interval`` as Evaluate.backend / Evaluate.log_interval."""
+    ``backend`` and ``log_interval`` as Evaluate.backend / Evaluate.log_interval.
+
+    Data-parallel, ``loader`` holds this rank's share of the images and every rank must call this: rank 0
+    returns the metrics over all shares, the other ranks None."""
     dataset = dataset if dataset is not None else loader.dataset
     gt = _gt_of(dataset)
     cat_ids = list(getattr(dataset, "cat_ids", None) or sorted(gt.getCatIds()))
     labels = list(getattr(dataset, "label_names", None) or [gt.cats[c]["name"] for c in cat_ids])
     results, has_mask = collect_results(model, loader, cat_ids, log_interval)
+    gathered = gather_results(results, has_mask)
+    if gathered is None:
+        return None
+    results, has_mask = gathered
     iou_types = ("bbox", "segm") if has_mask else ("bbox",)
     coco = evaluate_coco(gt, results, iou_types, backend=backend, label_names=labels)
     for t in iou_types:
@@ -144,4 +168,4 @@ def run(cfg: Any) -> Dict[str, Any]:
     loader, dataset = built if isinstance(built, tuple) else (built, built.dataset)
     metrics = evaluate_model(model, loader, dataset, backend=str(cfg.Evaluate.backend),
                              log_interval=int(cfg.Evaluate.log_interval))
-    return {"metrics": metrics, "weight_path": str(weight_path)}
+    return {"metrics": metrics, "weight_path": str(weight_path)}  # metrics None on ranks > 0 (no file)

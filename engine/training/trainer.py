@@ -9,8 +9,11 @@ training); file layout in engine.training.checkpoint.
 
 An epoch ends with, in order: evaluation (every `eval_interval` epochs and after the last), best_model (when
 the mask AP is >= the best so far, as PaddleX), the epoch checkpoint (every `save_interval` epochs and after
-the last), pruning, logs. Evaluation runs on rank 0 over the whole val set, so AP is computed once on every
-image; it uses the EMA weights when EMA is on and leaves every random stream as it found it.
+the last), pruning, logs. Data-parallel: every rank evaluates its share of the val set and rank 0 computes
+the AP of all of them (engine.evaluation.evaluator); the other ranks wait in a store barrier
+(engine.runtime.distributed.barrier), not a gloo collective, while rank 0 writes, and after the last epoch
+finish without waiting for its export. Evaluation uses the EMA weights when EMA is on (BN statistics of
+weights and EMA averaged over ranks first) and leaves every random stream as it found it.
 
 Resume: `Train.resume_path` (a checkpoint's .pdparams) or `Train.auto_resume` (the most advanced complete
 checkpoint in Global.output) restore weights, optimizer, LR schedule, EMA, AMP scaler, epoch, step, best
@@ -37,6 +40,7 @@ from engine.training import checkpoint as ckpt
 from engine.training import rng_state
 from engine.runtime import distributed as dist
 from engine.runtime.atomic_io import write_json, write_text
+from engine.runtime.device import setup_device
 from engine.training.ema import ModelEMA
 from engine.errors import DatasetError, InstSegError, ModeNotAvailableError, WeightsError
 from engine.training.optim import ScheduledLR, build_optimizer, build_schedule
@@ -64,7 +68,8 @@ class TrainHooks:
 
     build_model: Callable[[DictConfig], paddle.nn.Layer]
     build_loader: Callable[[DictConfig, str], Tuple[Any, Any]]  # (loader, dataset) of split "train"/"val"
-    evaluate: Callable[[paddle.nn.Layer, Any, Any], Dict[str, Any]]  # -> metrics with mask "AP"
+    # called on every rank with its val share; -> metrics with mask "AP" on rank 0, None on the others
+    evaluate: Callable[[paddle.nn.Layer, Any, Any], Optional[Dict[str, Any]]]
 
 
 def default_hooks(cfg: DictConfig) -> TrainHooks:
@@ -84,7 +89,7 @@ def default_hooks(cfg: DictConfig) -> TrainHooks:
             return built[0], built[1]
         return built, getattr(built, "dataset", None)
 
-    def evaluate(model: paddle.nn.Layer, loader: Any, dataset: Any) -> Dict[str, Any]:
+    def evaluate(model: paddle.nn.Layer, loader: Any, dataset: Any) -> Optional[Dict[str, Any]]:
         from engine.evaluation.evaluator import evaluate_model
 
         return evaluate_model(model, loader, dataset, backend=str(cfg.Evaluate.backend),
@@ -172,8 +177,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
 
 def train(cfg: DictConfig, hooks: TrainHooks) -> Dict[str, Any]:
     """`run` with explicit builders (tests pass stand-ins)."""
-    device = dist.setup_device(cfg.Global.device or _auto_device())
-    dist.init_parallel()
+    device = setup_device(cfg)
     out = Path(cfg.Global.output)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
@@ -202,12 +206,6 @@ def train(cfg: DictConfig, hooks: TrainHooks) -> Dict[str, Any]:
         _train_loop(run_)
         return _finish(run_)
     raise AssertionError("unreachable")  # pragma: no cover  (ExitStack never swallows)
-
-
-def _auto_device() -> str:
-    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
-        return "gpu:0"
-    return "cpu"
 
 
 # --------------------------------------------------------------------------------------------- set-up
@@ -248,8 +246,8 @@ def _build(cfg: DictConfig, hooks: TrainHooks, out: Path, device: str, pretraine
                            enabled=dist.is_main())
     run_ = _Run(cfg, out, hooks, model, forward, optimizer, scheduler, ema, scaler, train_loader,
                 steps_per_epoch, monitor)
+    run_.val_loader, run_.val_dataset = hooks.build_loader(cfg, "val")  # this rank's share of it
     if dist.is_main():
-        run_.val_loader, run_.val_dataset = hooks.build_loader(cfg, "val")
         names = getattr(train_dataset, "label_names", None)
         if names:
             write_text(out / LABELS, "".join(f"{i} {name}\n" for i, name in enumerate(names)))
@@ -450,7 +448,7 @@ def _due(epoch: int, interval: int, last: bool) -> bool:
 def _end_epoch(run_: _Run) -> Optional[Path]:
     """Evaluate, keep the best model, checkpoint, prune, log (see module docstring for the order).
 
-    Returns the epoch checkpoint written (rank 0), if any."""
+    Returns the epoch checkpoint written (on every rank), if any."""
     epoch = run_.state.epoch
     last = epoch == int(run_.cfg.Train.epochs_iters)
     do_eval = _due(epoch, int(run_.cfg.Train.eval_interval), last)
@@ -458,16 +456,34 @@ def _end_epoch(run_: _Run) -> Optional[Path]:
     rng_now = rng_state.capture()
     rngs: List[Dict[str, Any]] = []
     if do_eval or do_save:
-        dist.average_buffers(run_.model)
+        _average_statistics(run_)
         rngs = dist.all_gather_object(rng_now)
     metrics = _maybe_eval(run_) if do_eval else None
     rng_state.restore(rng_now)  # evaluation leaves no trace in the random streams
+    saved = _keep(run_, metrics, do_save, rngs) if run_.main else None
+    if saved is None and do_save:  # every rank must know it exists: a stop right after it then saves nothing
+        name = ckpt.epoch_name(epoch)
+        saved = run_.out / name / f"{name}.pdparams"
+    if (do_eval or do_save) and not last:
+        # the other ranks wait here, not in the next gradient all-reduce (gloo's 30 s), while rank 0
+        # computes the metrics and writes checkpoints; after the last epoch they finish without waiting
+        dist.barrier()
+    return saved
+
+
+def _average_statistics(run_: _Run) -> None:
+    """Every rank's BN statistics, of the weights and of their EMA, replaced by their mean over ranks."""
+    dist.average_buffers(run_.model, *([run_.ema.state_dict()] if run_.ema is not None else []))
+
+
+def _keep(run_: _Run, metrics: Optional[Dict[str, Any]], do_save: bool, rngs: List[Dict[str, Any]]
+          ) -> Optional[Path]:
+    """Rank 0's part of an epoch end: best model, epoch checkpoint, pruning, logs, train_result.json."""
+    epoch = run_.state.epoch
     score = None if metrics is None else float(metrics["AP"])
     improved = score is not None and (run_.state.best_score is None or score >= run_.state.best_score)
     if improved:
         run_.state.best_score, run_.state.best_epoch = score, epoch
-    if not run_.main:
-        return None
     saved = None
     if improved:
         _save(run_, ckpt.BEST, score, rngs)
@@ -483,13 +499,15 @@ def _end_epoch(run_: _Run) -> Optional[Path]:
 
 
 def _maybe_eval(run_: _Run) -> Optional[Dict[str, Any]]:
-    """Mask/box AP on the whole val set, on rank 0 (None elsewhere), with the EMA weights when EMA is on."""
-    if not run_.main:
-        return None
+    """Mask/box AP on the whole val set, with the EMA weights when EMA is on: every rank predicts its share,
+    rank 0 gets the metrics of all (None elsewhere)."""
     run_.model.eval()
     with (run_.ema.apply_to(run_.model) if run_.ema is not None else nullcontext()), paddle.no_grad():
-        metrics = dict(run_.hooks.evaluate(run_.model, run_.val_loader, run_.val_dataset))
+        found = run_.hooks.evaluate(run_.model, run_.val_loader, run_.val_dataset)
     run_.model.train()
+    if not run_.main:
+        return None
+    metrics = dict(found or {})
     if metrics.get("AP") is None:
         raise InstSegError(f"The evaluator returned no mask AP ('AP'): {sorted(metrics)}")
     logger.info("Eval epoch %d: mask AP %.4f%s", run_.state.epoch, float(metrics["AP"]),
@@ -527,7 +545,7 @@ def _stop(run_: _Run, it: int, saved: Optional[Path]) -> None:
     random state from the start of the epoch, to replay its data order; at an epoch end (`it` = 0) the
     epoch checkpoint `saved` serves when there is one."""
     if saved is None:
-        dist.average_buffers(run_.model)
+        _average_statistics(run_)
         rngs = dist.all_gather_object(rng_state.capture())
         epoch_rngs = dist.all_gather_object(run_.epoch_rng) if it else None
         if run_.main:
@@ -569,13 +587,14 @@ def _export_best(run_: _Run) -> None:
 
 
 def _finish(run_: _Run) -> Dict[str, Any]:
-    """Export the best model, write the final train_result.json; every rank returns rank 0's result."""
-    result = None
-    if run_.main:
-        _export_best(run_)
-        run_.monitor.plot()
-        result = _result(run_, done=True)
-        write_json(run_.out / "train_result.json", result)
-        logger.info("Training done: best mask AP %s at epoch %s.", run_.state.best_score,
-                    run_.state.best_epoch)
-    return dist.broadcast_object(result)
+    """Rank 0 exports the best model, writes the final train_result.json and returns it; the other ranks
+    return at once, without a collective (they must not wait for rank 0's export) and without reading the
+    output folder rank 0 is still writing: only their rank and progress."""
+    if not run_.main:
+        return {"rank": dist.rank(), "epochs_done": run_.state.epoch, "steps_done": run_.state.step}
+    _export_best(run_)
+    run_.monitor.plot()
+    result = _result(run_, done=True)
+    write_json(run_.out / "train_result.json", result)
+    logger.info("Training done: best mask AP %s at epoch %s.", run_.state.best_score, run_.state.best_epoch)
+    return result
