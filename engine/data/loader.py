@@ -96,8 +96,8 @@ class Loader:
     """Iterates batches of paddle tensors (docs/ENGINE.md); samples are collated in the workers."""
 
     def __init__(self, dataset: ReaderDataset, batch_sampler: paddle.io.BatchSampler, num_workers: int,
-                 pad_stride: int, collate_fn: Optional[Callable[[List[Dict[str, Any]]], Dict[str, Any]]] = None
-                 ) -> None:
+                 pad_stride: int,
+                 collate_fn: Optional[Callable[[List[Dict[str, Any]]], Dict[str, Any]]] = None) -> None:
         self.dataset, self.batch_sampler, self.num_workers = dataset, batch_sampler, num_workers
         collate_fn = collate_fn or functools.partial(collate, pad_stride=pad_stride)
         self._loader = paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
