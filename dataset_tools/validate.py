@@ -27,6 +27,7 @@ from dataset_tools.fields import (as_dicts, bbox_field, float_field, int_field, 
                                   type_problem)
 from dataset_tools.report import ProblemLog, progress
 from dataset_tools.segmentation import check_segmentation
+from engine.runtime.json_read import read_json
 
 SPLITS = ("train", "val")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -64,14 +65,13 @@ class SplitData:
 
 # ---------------------------------------------------------------------------------------------- loading
 def load_json(path: Path, rel: str, log: ProblemLog, what: str = "annotation file") -> Any:
-    """Parse `path`; on any failure log an error naming the file and return None."""
+    """Parse `path`; on any failure (a `null` document included) log an error naming the file, return None."""
     if not path.is_file():
         hint = "" if path.parent.is_dir() else f" (and its folder {path.parent.name}/ is missing)"
         log.error("file missing", rel, None, f"{what} not found{hint}; create it or fix Global.dataset_dir")
         return None
     try:
-        with open(path, "rb") as fh:
-            return json.load(fh)
+        doc = read_json(path)
     except json.JSONDecodeError as exc:
         log.error("not valid JSON", rel, None,
                   f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}; fix the file")
@@ -81,6 +81,11 @@ def load_json(path: Path, rel: str, log: ProblemLog, what: str = "annotation fil
         log.error("file unreadable", rel, None, f"cannot be read: {exc.strerror or exc}")
     except RecursionError:
         log.error("not valid JSON", rel, None, "nested too deeply to parse; is this a COCO annotation file?")
+    else:
+        if doc is not None:
+            return doc
+        log.error("not a JSON object", rel, None,
+                  f"the file holds only `null`; expected the {what}'s JSON object")
     return None
 
 
@@ -153,6 +158,14 @@ def _unsafe(name: str) -> bool:
     return name.startswith(("/", "\\")) or bool(_DRIVE.match(name)) or ".." in parts
 
 
+def usable_file_name(name: str) -> bool:
+    """Whether `name` can be a path on this system (no NUL, encodable in the file-system encoding)."""
+    try:
+        return "\x00" not in name and bool(os.fsencode(name))
+    except UnicodeEncodeError:
+        return False
+
+
 def _list_files(folder: Path) -> set:
     try:
         with os.scandir(folder) as it:
@@ -172,11 +185,14 @@ def _check_image_files(root: Path, split: str, names: List[Any], candidates: np.
                       f"folder images/ not found in {root}; put the image files there")
         return present
     listings: Dict[str, set] = {}
-    unsafe, missing = [], []
+    unsafe, unusable, missing = [], [], []
     for i in progress(np.flatnonzero(candidates), desc=f"{split} image files", min_total=50_000):
         name = names[i]
         if _unsafe(name):
             unsafe.append(i)
+            continue
+        if not usable_file_name(name):
+            unusable.append(i)
             continue
         folder, _, base = posixpath.normpath(name).rpartition("/")
         files = listings.get(folder)
@@ -189,6 +205,9 @@ def _check_image_files(root: Path, split: str, names: List[Any], candidates: np.
     log.add_many("error", "image path outside images/", rel, unsafe, lambda i: (
         labels[i], f"file_name {short(names[i])} is absolute or climbs out of images/ ('..'); "
                    "use a path relative to images/"))
+    log.add_many("error", "image file_name unusable", rel, unusable, lambda i: (
+        labels[i], f"file_name {short(names[i])} holds a NUL or a character no file name can have; rename "
+                   "the image file and fix file_name"))
     log.add_many("error", "image file missing", rel, missing, lambda i: (
         labels[i], f"image file images/{names[i]} not found; add it or remove the image and its annotations"))
     return present
