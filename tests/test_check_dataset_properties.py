@@ -251,9 +251,8 @@ def test_histogram_draws_any_class_name(names: List[str]) -> None:
 # ---------------------------------------------------------------------------------- through main.py
 def _main(root: Path, out: Path, *overrides: str) -> Tuple[subprocess.CompletedProcess, Dict[str, Any]]:
     cmd = [sys.executable, str(REPO / "main.py"), "-o", "Global.mode=check_dataset",
-           "-o", f"Global.dataset_dir={root}", "-o", f"Global.output={out}", 
-           "-o", "CheckDataset.sample_num=1",
-           "-o", "Train.num_classes=3"]
+           "-o", f"Global.dataset_dir={root}", "-o", f"Global.output={out}",
+           "-o", "CheckDataset.sample_num=1", "-o", "Train.num_classes=3"]
     for item in overrides:
         cmd += ["-o", item]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
