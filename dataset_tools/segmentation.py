@@ -1,11 +1,11 @@
 """Segmentation checks: polygons (>= 3 points, finite numbers) and RLE (size, run lengths), vectorised."""
 import math
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from dataset_tools.fields import fits_float, short, type_problem
+from dataset_tools.fields import column, fits_float, short, type_problem
 
 _SEG_KIND: Dict[type, int] = {list: 1, dict: 2}  # polygons, RLE
 
@@ -17,8 +17,8 @@ def check_segmentation(anns: List[dict], is_dict: np.ndarray, heights: np.ndarra
     Args:
         heights, widths: per image (float, NaN where unknown); `index`: image index per annotation or -1.
     """
-    segs = [a.get("segmentation") for a in anns]
-    kind = np.fromiter((_SEG_KIND.get(type(s), 0) for s in segs), np.int8, len(segs))
+    segs = column(anns, "segmentation")
+    kind = np.fromiter(map(_SEG_KIND.get, map(type, segs), repeat(0)), np.int8, len(segs))
     add("segmentation format", is_dict & (kind == 0), lambda i: type_problem(
         "segmentation", segs[i], "a list of polygons [[x1, y1, x2, y2, ...], ...] or an RLE {size, counts}"))
     bad = np.zeros(len(segs), bool)
@@ -162,7 +162,7 @@ def rle_problem(rle: Dict[str, Any], image_size: Optional[Tuple[int, int]]) -> O
         if total is None:
             return "RLE 'counts' is not a valid compressed RLE string; re-encode the mask with pycocotools"
     elif type(counts) is list:
-        if not all(type(v) is int and v >= 0 for v in counts):
+        if not (set(map(type, counts)) <= {int} and min(counts, default=0) >= 0):
             return "uncompressed RLE 'counts' must be a list of run lengths (integers >= 0)"
         total = sum(counts)
     else:
