@@ -24,8 +24,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from dataset_tools.fields import (as_dicts, bbox_field, column, float_field, int_field, lookup, report_duplicates,
-                                  short, type_problem)
+from dataset_tools.fields import (as_dicts, bbox_field, column, float_field, int_field, lookup,
+                                  report_duplicates, short, type_problem)
 from dataset_tools.report import ProblemLog, progress
 from dataset_tools.segmentation import check_segmentation
 from engine.runtime.json_read import gc_paused, read_json
