@@ -6,6 +6,7 @@ mode runner writes it (with `done_flag: false`) and exits non-zero. Config mista
 an unknown source format) raise `ConfigError` before any file is touched. No Paddle import here: CI jobs
 that only check data start fast.
 """
+import gc
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -40,6 +41,13 @@ def run(cfg: Any) -> Dict[str, Any]:
         ConfigError: bad CheckDataset options.
         DatasetCheckFailed: the dataset has errors; `.report` holds the full result.
     """
+    try:
+        return _run(cfg)
+    finally:
+        gc.unfreeze()  # validation froze the parsed documents (validate.validate_split)
+
+
+def _run(cfg: Any) -> Dict[str, Any]:
     _check_options(cfg)
     root, output = Path(cfg.Global.dataset_dir), Path(cfg.Global.output)
     (output / "check_dataset").mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from dataset_tools.report import ProblemLog
 from dataset_tools.validate import SPLITS, annotation_file, load_json
-from engine.runtime.atomic_io import write_text
+from engine.runtime.atomic_io import write_bytes
 from engine.errors import ConfigError
 
 
@@ -57,8 +57,13 @@ def backup_file(path: Path) -> Optional[Path]:
 
 
 def write_coco(path: Path, doc: Dict[str, Any]) -> None:
-    """Write a COCO document compactly and atomically."""
-    write_text(path, json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
+    """Write a COCO document compactly and atomically (UTF-8; all-ASCII escapes when a string holds a lone
+    surrogate, which UTF-8 cannot carry but a JSON escape can)."""
+    try:
+        data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        data = json.dumps(doc, separators=(",", ":")).encode("ascii")
+    write_bytes(path, data)
 
 
 def _load_for_split(root: Path, log: ProblemLog) -> Dict[str, Dict[str, Any]]:
@@ -71,8 +76,12 @@ def _load_for_split(root: Path, log: ProblemLog) -> Dict[str, Dict[str, Any]]:
         doc = load_json(root / rel, rel, log)
         if doc is None:
             continue
-        if not (isinstance(doc, dict) and all(type(doc.get(k)) is list for k in ("images", "annotations"))):
-            log.error("cannot re-split", rel, None, "needs 'images' and 'annotations' lists to be re-split")
+        if not (isinstance(doc, dict) and all(type(doc.get(k)) is list for k in ("images", "annotations"))
+                and type(doc.get("categories", [])) is list
+                and all(type(c) is dict for c in doc.get("categories", []))):
+            log.error("cannot re-split", rel, None,
+                      "needs 'images' and 'annotations' lists and a 'categories' list of objects to be "
+                      "re-split; run check_dataset without split to see what is wrong")
             continue
         images, anns = doc["images"], doc["annotations"]
         ids = [im.get("id") if type(im) is dict else None for im in images]

@@ -11,12 +11,14 @@ import contextlib
 import copy
 import io
 import logging
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from engine.data.coco import load_coco
 from engine.errors import ConfigError
 
 log = logging.getLogger("instseg")
@@ -33,8 +35,7 @@ def load_gt(coco_gt: Union[COCO, str]) -> COCO:
     """A pycocotools COCO object from itself or a JSON path (index built quietly)."""
     if isinstance(coco_gt, COCO):
         return coco_gt
-    with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(coco_gt))
+    return load_coco(Path(coco_gt))  # the one COCO-file reader (orjson when installed)
 
 
 def _quiet_load_res(gt: COCO, results: List[Dict[str, Any]]) -> COCO:
