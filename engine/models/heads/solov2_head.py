@@ -17,6 +17,7 @@ from paddle import ParamAttr
 from paddle.nn.initializer import Constant, Normal
 
 from ...errors import ConfigError
+from ..ops.bilinear import resize_bilinear
 from .solov2_layers import ConvGN, with_coords
 
 PRIOR_PROB = 0.01  # initial foreground probability of the category logits
@@ -69,12 +70,10 @@ class SOLOv2Head(nn.Layer):
         """FPN levels P2..P6 [N, in_channels, H_i, W_i] -> (category logits per level [N, C, S, S],
         kernels per level [N, kernel_channels, S, S]). P2 is first halved and P6 resized to P5's size."""
         levels = [F.avg_pool2d(feats[0], 2, 2), feats[1], feats[2], feats[3],
-                  F.interpolate(feats[4], size=feats[3].shape[-2:], mode="bilinear", align_corners=False,
-                                align_mode=0)]
+                  resize_bilinear(feats[4], paddle.shape(feats[3])[2], paddle.shape(feats[3])[3])]
         cate_logits, kernels = [], []
         for x, grid in zip(levels, self.num_grids):
-            kernel_feat = F.interpolate(with_coords(x), size=[grid, grid], mode="bilinear",
-                                        align_corners=False, align_mode=0)
+            kernel_feat = resize_bilinear(with_coords(x), grid, grid)
             cate_feat = kernel_feat[:, :-2]
             for conv in self.kernel_convs:
                 kernel_feat = F.relu(conv(kernel_feat))

@@ -64,8 +64,10 @@ def candidates(cate_probs: List[paddle.Tensor], kernels: List[paddle.Tensor], ma
     kernel = paddle.gather(kern.reshape([-1, channels]), image * cells + cell)
     kernel = kernel * paddle.logical_not(placeholder).astype(kernel.dtype).unsqueeze(1)
     feats = mask_feat.flatten(2).transpose([1, 0, 2]).reshape([channels, -1])  # [E, N * hw]
-    logits = paddle.matmul(kernel, feats).reshape([paddle.shape(index)[0], num_images, -1])
-    logits = paddle.take_along_axis(logits, image.reshape([-1, 1, 1]), axis=1, broadcast=True).squeeze(1)
+    # every kernel on every image's features, then each its own image's row: no loop over images
+    logits = paddle.matmul(kernel, feats).reshape([paddle.shape(index)[0] * num_images, -1])
+    own = paddle.arange(0, paddle.shape(index)[0], dtype="int64") * num_images.astype("int64") + image
+    logits = paddle.gather(logits, own)
     strides = paddle.to_tensor(_cell_strides([int(np.sqrt(p.shape[2] * p.shape[3])) for p in cate_probs]))
     return {"placeholder": placeholder,
             "image": paddle.where(placeholder, paddle.zeros_like(image) + num_images.astype("int64"), image),

@@ -8,6 +8,7 @@ Inference's oneDNN executor alike.
 from typing import Union
 
 import paddle
+import paddle.nn.functional as F
 
 Size = Union[int, paddle.Tensor]
 
@@ -39,10 +40,33 @@ def lerp_along(x: paddle.Tensor, pos: paddle.Tensor, in_size: paddle.Tensor, axi
     low = paddle.floor(pos)
     frac = pos - low
     high = paddle.minimum(low + 1.0, (in_size - 1.0).unsqueeze(1))
-    shape = [0, -1, 1] if axis == 1 else [0, 1, -1]
-    low_i = low.astype("int64").reshape(shape)
-    high_i = high.astype("int64").reshape(shape)
+    size = paddle.shape(x)
+    if axis == 1:
+        shape, full = [0, -1, 1], [size[0], paddle.shape(pos)[1], size[2]]
+    else:
+        shape, full = [0, 1, -1], [size[0], size[1], paddle.shape(pos)[1]]
+    # indices expanded explicitly: take_along_axis's own broadcasting fails on traced dynamic shapes
+    low_i = paddle.expand(low.astype("int64").reshape(shape), full)
+    high_i = paddle.expand(high.astype("int64").reshape(shape), full)
     frac = frac.reshape(shape)
-    a = paddle.take_along_axis(x, low_i, axis=axis, broadcast=True)
-    b = paddle.take_along_axis(x, high_i, axis=axis, broadcast=True)
+    a = paddle.take_along_axis(x, low_i, axis=axis, broadcast=False)
+    b = paddle.take_along_axis(x, high_i, axis=axis, broadcast=False)
     return a * (1.0 - frac) + b * frac
+
+
+def resize_bilinear(x: paddle.Tensor, out_h: Size, out_w: Size) -> paddle.Tensor:
+    """[N, C, H, W] -> [N, C, out_h, out_w], F.interpolate(size=[out_h, out_w], mode="bilinear",
+    align_corners=False, align_mode=0). Eager code calls interpolate; traced graphs use the gathers above,
+    because Paddle Inference's oneDNN executor (Paddle 3.3.1) cannot run interpolate's float-list
+    attribute."""
+    if paddle.in_dynamic_mode():
+        return F.interpolate(x, size=[out_h, out_w], mode="bilinear", align_corners=False, align_mode=0)
+    n, c, h, w = paddle.shape(x)[0], paddle.shape(x)[1], paddle.shape(x)[2], paddle.shape(x)[3]
+    rows = x.reshape([n * c, h, w])
+    count = paddle.shape(rows)[0]
+    for axis, size, out in ((1, h, out_h), (2, w, out_w)):
+        ones = paddle.ones([count], "float32")
+        length = ones * size.astype("float32")
+        scale = length / (ones * (out.astype("float32") if isinstance(out, paddle.Tensor) else float(out)))
+        rows = lerp_along(rows, source_positions(out, length, scale), length, axis)
+    return rows.reshape([n, c, out_h, out_w])
