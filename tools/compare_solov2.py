@@ -111,7 +111,8 @@ def ppdet_side(ppdet_root: str, work: Path, size: Tuple[int, int]) -> None:
     h, w = size
     rng = np.random.default_rng(0)
     record = {"image_eval": rng.normal(0, 1, (1, 3, h, w)).astype("float32"),
-              "im_shape": np.array([[h, w - 13]], "float32"), "scale_factor": np.array([[0.8, 0.8]], "float32")}
+              "im_shape": np.array([[h, w - 13]], "float32"),
+              "scale_factor": np.array([[0.8, 0.8]], "float32")}
     model.eval()
     with paddle.no_grad():
         out = model({"image": paddle.to_tensor(record["image_eval"]),
@@ -121,7 +122,8 @@ def ppdet_side(ppdet_root: str, work: Path, size: Tuple[int, int]) -> None:
     batch = train_batch((320, 384))
     samples = [{"image": batch["image"][i], "gt_bbox": batch[f"gt_bbox{i}"],
                 "gt_class": batch[f"gt_class{i}"].reshape(-1, 1), "gt_segm": batch[f"gt_segm{i}"],
-                "is_crowd": np.zeros((len(batch[f"gt_bbox{i}"]), 1), "int32"), "gt_poly": []} for i in range(2)]
+                "is_crowd": np.zeros((len(batch[f"gt_bbox{i}"]), 1), "int32"), "gt_poly": []}
+               for i in range(2)]
     samples = Gt2Solov2Target()(samples)
     inputs = {k: paddle.to_tensor(np.stack([s[k] for s in samples])) for k in samples[0]}
     model.train()
@@ -147,7 +149,8 @@ def our_side(work: Path) -> Dict[str, np.ndarray]:
                              "im_shape": paddle.to_tensor(data["im_shape"]),
                              "scale_factor": paddle.to_tensor(data["scale_factor"])})
     batch = {"image": paddle.to_tensor(data["image"]),
-             "gt_bbox": [data[f"gt_bbox{i}"] for i in range(2)], "gt_class": [data[f"gt_class{i}"] for i in range(2)],
+             "gt_bbox": [data[f"gt_bbox{i}"] for i in range(2)],
+             "gt_class": [data[f"gt_class{i}"] for i in range(2)],
              "gt_mask": [data[f"gt_segm{i}"] for i in range(2)],
              "is_crowd": [np.zeros(len(data[f"gt_bbox{i}"]), "int32") for i in range(2)]}
     model.train()
@@ -179,7 +182,8 @@ def report(theirs: Dict[str, np.ndarray], ours: Dict[str, np.ndarray]) -> bool:
     rows = _instances(theirs["label"], theirs["score"])
     unmatched, ious, used = 0, [], set()
     for i in rows:
-        close = [j for j in range(len(ours["score"])) if j not in used and ours["label"][j] == theirs["label"][i]
+        close = [j for j in range(len(ours["score"]))
+                 if j not in used and ours["label"][j] == theirs["label"][i]
                  and abs(ours["score"][j] - theirs["score"][i]) <= SCORE_TOL]
         if not close:
             unmatched += 1
@@ -204,8 +208,8 @@ def compare(ppdet_root: str, ppdet_python: str, work: Path, size: Sequence[int])
     """Run PaddleDetection's side in `ppdet_python`, ours here, and report."""
     work.mkdir(parents=True, exist_ok=True)
     code = ("import sys; from pathlib import Path; sys.path.insert(0, %r); import compare_solov2 as c; "
-            "c.ppdet_side(%r, Path(%r), (%d, %d))" % (str(Path(__file__).parent), ppdet_root, str(work),
-                                                       size[0], size[1]))
+            "c.ppdet_side(%r, Path(%r), (%d, %d))"
+            % (str(Path(__file__).parent), ppdet_root, str(work), size[0], size[1]))
     subprocess.run([ppdet_python, "-c", code], check=True)
     theirs = dict(np.load(work / "ppdet.npz"))
     return report(theirs, our_side(work))

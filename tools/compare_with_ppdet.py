@@ -118,7 +118,8 @@ def main() -> int:
         sys.path.insert(0, str(Path(__file__).parent))
         import compare_solov2
 
-        return 0 if compare_solov2.compare(args.ppdet_root, args.ppdet_python, Path(args.work), args.size) else 1
+        same = compare_solov2.compare(args.ppdet_root, args.ppdet_python, Path(args.work), args.size)
+        return 0 if same else 1
     if len(args.model) == 1:
         return 0 if compare(args.model[0], args.ppdet_root, tuple(args.size), args.keep_top_k) else 1
     # PaddleDetection's config registry is global: one process per model
