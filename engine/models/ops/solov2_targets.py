@@ -70,7 +70,7 @@ def _image_targets(boxes: np.ndarray, labels: np.ndarray, masks: np.ndarray, gri
     """One image's (cate labels [total_cells], positive cells [P], their masks [P, H/4, W/4], fg count)."""
     h, w = masks.shape[1:]
     areas = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-    pixels = masks.reshape(len(masks), -1).sum(axis=1).astype(np.float64)
+    pixels = masks.reshape(len(masks), h * w).sum(axis=1).astype(np.float64)
     rows = masks.sum(axis=2, dtype=np.float64) @ np.arange(h, dtype=np.float64)
     cols = masks.sum(axis=1, dtype=np.float64) @ np.arange(w, dtype=np.float64)
     centres = np.stack([rows, cols], axis=1) / np.maximum(pixels, 1.0)[:, None]
