@@ -16,10 +16,8 @@ the height's factor alone (keep-ratio resizing), InstSeg from each axis's own.
 PaddleDetection appends placeholder rows (score 0, or a repeat of its lowest-scored instance) to every
 result; rows under the update threshold are not instances and repeats count once.
 """
-import importlib
 import subprocess
 import sys
-import types
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -56,45 +54,14 @@ def train_batch(size: Tuple[int, int]) -> Dict[str, np.ndarray]:
     return out
 
 
-class _Absent(types.ModuleType):
-    """Stand-in for a module PaddleDetection imports at start-up for features not used here."""
-
-    def __getattr__(self, name: str) -> "_Absent":
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _Absent(f"{self.__name__}.{name}")
-
-    def __call__(self, *args: object, **kwargs: object) -> "_Absent":
-        return self
-
-
-def _import_ppdet(ppdet_root: str) -> None:
-    """Import ppdet in an environment that lacks some of its optional dependencies (plotting, downloads,
-    other tasks' augmentations); `six.moves` gets the builtins SOLOv2's head imports from it."""
-    sys.path.insert(0, ppdet_root)
-    for name in ("requests", "imgaug", "imgaug.augmentables", "imgaug.augmentables.lines",
-                 "imgaug.augmentables.segmaps", "imgaug.augmenters", "matplotlib", "matplotlib.pyplot",
-                 "sklearn", "mpl_toolkits", "mpl_toolkits.mplot3d", "pandas"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            sys.modules[name] = _Absent(name)
-    try:
-        import six  # noqa: F401
-    except ImportError:
-        moves = types.ModuleType("six.moves")
-        moves.zip, moves.range, moves.map = zip, range, map  # type: ignore[attr-defined]
-        six_module = types.ModuleType("six")
-        six_module.moves = moves  # type: ignore[attr-defined]
-        sys.modules.update({"six": six_module, "six.moves": moves})
-    importlib.import_module("ppdet")
-
-
 def ppdet_side(ppdet_root: str, work: Path, size: Tuple[int, int]) -> None:
     """PaddleDetection's run (its own Python): writes work/weights.pdparams and work/ppdet.npz."""
     import paddle
 
-    _import_ppdet(ppdet_root)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ppdet_import import import_ppdet
+
+    import_ppdet(ppdet_root)
     from ppdet.core.workspace import create, load_config
     from ppdet.data.transform.batch_operators import Gt2Solov2Target
 
