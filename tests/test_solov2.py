@@ -95,7 +95,8 @@ def test_targets_of_an_image_without_instances_are_background() -> None:
 
 
 # --------------------------------------------------------------------------------------------- Matrix NMS
-def _matrix_nms_by_pairs(masks: np.ndarray, labels: np.ndarray, scores: np.ndarray, sigma: float) -> np.ndarray:
+def _matrix_nms_by_pairs(masks: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                         sigma: float) -> np.ndarray:
     """The paper's definition, one pair at a time (candidates sorted by score)."""
     n = len(scores)
     inter = masks @ masks.T
@@ -129,8 +130,8 @@ def test_matrix_nms_matches_the_pairwise_definition() -> None:
     groups = paddle.to_tensor(np.repeat([0, 1], 6))
     split = matrix_nms(paddle.to_tensor(masks), paddle.to_tensor(masks.sum(axis=1)), paddle.to_tensor(labels),
                        paddle.to_tensor(scores), groups, "gaussian", 2.0)
-    np.testing.assert_allclose(split.numpy()[6:], _matrix_nms_by_pairs(masks[6:], labels[6:], scores[6:], 2.0),
-                               rtol=1e-5)
+    alone = _matrix_nms_by_pairs(masks[6:], labels[6:], scores[6:], 2.0)
+    np.testing.assert_allclose(split.numpy()[6:], alone, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------- losses
@@ -138,7 +139,8 @@ def test_dice_and_focal_losses_follow_their_formulas() -> None:
     rng = np.random.default_rng(1)
     p, t = rng.random((3, 20)).astype(np.float32), (rng.random((3, 20)) < 0.5).astype(np.float32)
     expected = 1 - 2 * (p * t).sum(1) / ((p * p).sum(1) + (t * t).sum(1) + 0.002)
-    np.testing.assert_allclose(dice_loss(paddle.to_tensor(p), paddle.to_tensor(t)).numpy(), expected, rtol=1e-6)
+    got = dice_loss(paddle.to_tensor(p), paddle.to_tensor(t))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
     logits = rng.normal(0, 2, (6, 3)).astype(np.float32)
     labels = np.array([0, 1, 3, 0, 2, 1])
     one_hot = np.eye(4)[labels][:, 1:]
@@ -170,7 +172,8 @@ def test_batched_prediction_equals_one_image_at_a_time() -> None:
     with paddle.no_grad():
         both = model(image, paddle.to_tensor(im_shape), paddle.to_tensor(scale))
         alone = [model(image[i:i + 1, :, :int(im_shape[i, 0]) // 32 * 32 + 32 * (i == 1), :],
-                       paddle.to_tensor(im_shape[i:i + 1]), paddle.to_tensor(scale[i:i + 1])) for i in range(2)]
+                       paddle.to_tensor(im_shape[i:i + 1]), paddle.to_tensor(scale[i:i + 1]))
+                 for i in range(2)]
     counts = both["bbox_num"].numpy()
     assert counts.tolist() == [int(a["bbox_num"][0]) for a in alone] and counts.min() > 0
     assert both["mask"].shape[1:] == [192, 256]

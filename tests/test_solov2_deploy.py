@@ -51,7 +51,8 @@ def test_train_evaluate_predict_export_and_exported_predict(tmp_path: Path) -> N
     assert predicted["num_images"] == 2
     exported = _run(tmp_path, "Global.mode=export")
     deployed = _run(tmp_path, "Global.mode=predict", f"Predict.model_dir={exported['save_dir']}", *common)
-    assert [r["num_instances"] for r in deployed["results"]] == [r["num_instances"] for r in predicted["results"]]
+    counts = [r["num_instances"] for r in predicted["results"]]
+    assert [r["num_instances"] for r in deployed["results"]] == counts
     for result in deployed["results"]:
         assert Path(result["json"]).is_file() and Path(result["img"]).is_file()
 
