@@ -42,7 +42,7 @@ def test_every_config_loads(path):
         assert cfg.Global.model == path.stem
         assert cfg.Train.epochs_iters == 40 and cfg.Train.warmup_steps == 100
         assert cfg.Train.num_classes == 2 and cfg.Train.log_interval == 10 and cfg.Train.eval_interval == 1
-    if MODEL_FAMILIES[cfg.Global.model] == "rcnn":
+    if MODEL_FAMILIES[cfg.Global.model] in ("rcnn", "solov2"):
         assert cfg.Architecture.fpn_channels > 0
     else:
         assert len(cfg.Architecture) == 0
@@ -101,8 +101,10 @@ def test_unknown_section_and_nested_key():
 def test_architecture_keys_follow_the_family():
     rcnn = _error(None, ["Architecture.fpn_channel=32"])
     assert "Did you mean Architecture.fpn_channels" in rcnn
-    solo = _error(REPO / "configs/SOLOv2.yaml", ["Architecture.fpn_channels=32"])
-    assert "Unknown key Architecture.fpn_channels" in solo and "no Architecture options yet" in solo
+    solo = _error(REPO / "configs/SOLOv2.yaml", ["Architecture.anchor_sizes=[8]"])
+    assert "Unknown key Architecture.anchor_sizes" in solo
+    cfg = load_config(str(REPO / "configs/SOLOv2.yaml"), ["Architecture.num_grids=[8,8,6,4,2]"])
+    assert list(cfg.Architecture.num_grids) == [8, 8, 6, 4, 2]
 
 
 def test_unknown_model_suggests_names():
@@ -214,7 +216,8 @@ def test_override_syntax_errors():
 
 def test_model_override_switches_architecture_schema():
     cfg = load_config(str(REPO / "configs/MaskRCNN-ResNet50-FPN.yaml"), ["Global.model=SOLOv2"])
-    assert cfg.Global.model == "SOLOv2" and len(cfg.Architecture) == 0
+    assert cfg.Global.model == "SOLOv2" and "num_grids" in cfg.Architecture
+    assert "anchor_sizes" not in cfg.Architecture
 
 
 # --------------------------------------------------------------------------------------------- device

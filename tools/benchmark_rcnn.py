@@ -1,10 +1,14 @@
-"""Inference and training-step speed of an InstSeg R-CNN model next to PaddleDetection develop.
+"""Inference and training-step speed of an InstSeg model (R-CNN family, SOLOv2) next to PaddleDetection
+develop.
 
 Both sides load the same weights (ours, saved with PaddleDetection's names), run on the same
 image with the same thread count, and are timed alternately in separate processes (ours, peer,
 ours, peer, ...) so machine noise hits both. The classifier scores follow a bias raised for 4 classes,
 so every proposal scores above the threshold for each of them, and the RPN's box deltas are zero, so the
 proposals are anchors spread over the image: the detection count reaches `keep_top_k` (reported).
+SOLOv2 (`--model SOLOv2`): 4 class biases raised so that every grid cell is a candidate; `--detections` is
+Matrix NMS's post_nms_top_n; PaddleDetection's training step gets Gt2Solov2Target's targets precomputed (its
+data loader makes them), ours computes them inside the step.
 
     python tools/benchmark_rcnn.py --threads 2 --detections 16 100 [--exported] \
         --ppdet-root /path/to/PaddleDetection --ppdet-python /path/to/venv/bin/python
@@ -33,7 +37,33 @@ PPDET_CONFIGS = {
     "MaskRCNN-ResNet50-FPN": "configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.yml",
     "MaskRCNN-ResNet50": "configs/mask_rcnn/mask_rcnn_r50_1x_coco.yml",
     "Cascade-MaskRCNN-ResNet50-FPN": "configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.yml",
+    "SOLOv2": "configs/solov2/solov2_r50_fpn_1x_coco.yml",
 }
+
+
+def _our_arch(model: str, keep_top_k: int):
+    """Our Architecture section for `model`: PaddleDetection's defaults, `keep_top_k` results per image."""
+    from engine.config.architectures import RCNNArchitecture, SOLOv2Architecture
+
+    if model == "SOLOv2":
+        return SOLOv2Architecture(post_nms_top_n=keep_top_k)
+    return RCNNArchitecture(keep_top_k=keep_top_k)
+
+
+def _ppdet_solov2_batch(images, boxes):
+    """PaddleDetection's SOLOv2 training inputs: the batch through its Gt2Solov2Target (its loader's job)."""
+    import numpy as np
+    import paddle
+    from ppdet.data.transform.batch_operators import Gt2Solov2Target
+
+    size = images.shape[2]
+    masks = np.zeros((len(boxes), size, size), "uint8")
+    for i, (x1, y1, x2, y2) in enumerate(boxes.astype(int)):
+        masks[i, y1:y2, x1:x2] = 1
+    samples = [{"image": image, "gt_bbox": boxes, "gt_class": np.array([[0], [1]], "int32"), "gt_segm": masks,
+                "is_crowd": np.zeros((len(boxes), 1), "int32"), "gt_poly": []} for image in images]
+    samples = Gt2Solov2Target()(samples)
+    return {k: paddle.to_tensor(np.stack([s[k] for s in samples])) for k in samples[0]}
 
 
 def _image(height: int, width: int):
@@ -70,12 +100,18 @@ def _worker_ppdet(args) -> Dict:
     import numpy as np
     import paddle
 
-    sys.path.insert(0, args.ppdet_root)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ppdet_import import import_ppdet
+
+    import_ppdet(args.ppdet_root)
     from ppdet.core.workspace import create, load_config
 
     paddle.base.core.set_num_threads(args.threads)
     cfg = load_config(os.path.join(args.ppdet_root, PPDET_CONFIGS[args.model]))
-    cfg["BBoxPostProcess"]["nms"]["keep_top_k"] = args.keep_top_k
+    if args.model == "SOLOv2":
+        cfg["MaskMatrixNMS"]["post_nms_top_n"] = args.keep_top_k
+    else:
+        cfg["BBoxPostProcess"]["nms"]["keep_top_k"] = args.keep_top_k
     model = create(cfg.architecture)
     model.set_state_dict(paddle.load(args.weights))
     result: Dict = {"side": "ppdet"}
@@ -104,6 +140,8 @@ def _worker_ppdet(args) -> Dict:
                   "gt_class": [paddle.to_tensor([[0], [1]], dtype="int32") for _ in range(n)],
                   "is_crowd": [paddle.to_tensor([[0], [0]], dtype="int32") for _ in range(n)],
                   "gt_poly": polys}
+        if args.model == "SOLOv2":
+            inputs = _ppdet_solov2_batch(images, boxes)
         model.train()
         opt = paddle.optimizer.Momentum(0.001, parameters=model.parameters())
 
@@ -122,7 +160,6 @@ def _worker_ours(args) -> Dict:
     import paddle
 
     sys.path.insert(0, str(REPO))
-    from engine.config.architectures import RCNNArchitecture
     from engine.runtime.malloc_tuning import keep_freed_memory
     from engine.models.zoo import build_model
 
@@ -130,7 +167,7 @@ def _worker_ours(args) -> Dict:
     if args.onednn:
         paddle.set_flags({"FLAGS_use_mkldnn": True})
     keep_freed_memory()  # what engine.runtime.device.setup_device does on CPU (INSTSEG_MALLOC_TUNING=0: not)
-    model = build_model(args.model, RCNNArchitecture(keep_top_k=args.keep_top_k), 80)
+    model = build_model(args.model, _our_arch(args.model, args.keep_top_k), 80)
     model.set_state_dict(paddle.load(args.weights))
     result: Dict = {"side": "ours"}
     if args.task == "infer":
@@ -181,14 +218,13 @@ def _worker_exported(args) -> Dict:
     from omegaconf import OmegaConf
 
     sys.path.insert(0, str(REPO))
-    from engine.config.architectures import RCNNArchitecture
     from engine.config.schema import InstSegConfig
     from engine.deployment.exporter import export_model
     from engine.deployment.inference import DeployPredictor
     from engine.models.zoo import build_model
 
     paddle.set_device("cpu")
-    model = build_model(args.model, RCNNArchitecture(keep_top_k=args.keep_top_k), 80)
+    model = build_model(args.model, _our_arch(args.model, args.keep_top_k), 80)
     model.set_state_dict(paddle.load(args.weights))
     model.eval()
     cfg = OmegaConf.structured(InstSegConfig)
@@ -215,17 +251,21 @@ def _worker_exported(args) -> Dict:
 
 
 def _make_weights(model: str, path: str) -> None:
-    """Random weights with PaddleDetection's names; class 1 scores high on every RoI."""
+    """Random weights with PaddleDetection's names; class 1 scores high on every RoI (SOLOv2: cell)."""
+    import numpy as np
     import paddle
 
     sys.path.insert(0, str(REPO))
-    from engine.config.architectures import RCNNArchitecture
     from engine.models.zoo import build_model
 
     paddle.seed(0)
-    state = build_model(model, RCNNArchitecture(), 80).state_dict()
+    state = build_model(model, _our_arch(model, 100), 80).state_dict()
     for name, value in state.items():
-        if "rpn_rois_delta" in name:
+        if name.endswith("solo_cate.bias"):  # SOLOv2: the first 4 classes score ~0.73 in every cell
+            state[name] = paddle.to_tensor(np.where(np.arange(value.shape[0]) < 4, 1.0, -4.6).astype("float32"))
+        elif "branch2c.norm.weight" in name and model == "SOLOv2":  # a deep random net overflows otherwise
+            state[name] = value * 0.2
+        elif "rpn_rois_delta" in name:
             # proposals = anchors, spread over the image (random deltas push them all to the borders, where
             # RPN NMS leaves a handful)
             state[name] = paddle.zeros_like(value)

@@ -44,6 +44,37 @@ class RCNNArchitecture:
     draw_threshold: float = 0.5  # default prediction threshold
 
 
+@dataclass
+class SOLOv2Architecture:
+    """SOLOv2 knobs; defaults are PaddleDetection's (solov2_r50_fpn_1x_coco)."""
+
+    base_channels: int = 64  # ResNet stem/stage width (64 = standard; 16 = demo-sized)
+    fpn_channels: int = 256  # FPN output channels (input width of both heads)
+    freeze_at: int = 0  # freeze stem (0) .. stage k; -1 = nothing frozen
+    freeze_norm: bool = True  # frozen BN affine params and statistics in the backbone
+    head_channels: int = 512  # width of the category and kernel branches (seg_feat_channels)
+    stacked_convs: int = 4  # 3x3 conv + GroupNorm + ReLU layers in each branch
+    num_grids: List[int] = field(default_factory=lambda: [40, 36, 24, 16, 12])  # S x S cells, P2..P6
+    scale_ranges: List[List[float]] = field(  # sqrt(box area) range (resized pixels) each level learns
+        default_factory=lambda: [[1, 96], [48, 192], [96, 384], [192, 768], [384, 2048]])
+    coord_sigma: float = 0.2  # centre region: this share of the box size around the mass centre
+    mask_mid_channels: int = 128  # mask feature branch: per-level conv width
+    kernel_out_channels: int = 256  # mask feature channels = length of each predicted 1x1 kernel
+    gn_groups: int = 32  # GroupNorm groups (head, mask branch); must divide their widths
+    ins_loss_weight: float = 3.0  # weight of the dice mask loss (loss_ins)
+    focal_gamma: float = 2.0  # category focal loss (loss_cate) focusing parameter
+    focal_alpha: float = 0.25  # category focal loss weight of positives
+    score_threshold: float = 0.1  # post-processing: category scores above this become candidates
+    mask_threshold: float = 0.5  # mask probability > this is foreground
+    update_threshold: float = 0.05  # Matrix NMS: keep decayed scores >= this
+    pre_nms_top_n: int = 500  # Matrix NMS input: best candidates per image
+    post_nms_top_n: int = 100  # instances kept per image
+    nms_kernel: str = "gaussian"  # Matrix NMS decay: gaussian or linear
+    nms_sigma: float = 2.0  # gaussian decay: exp(-sigma * iou^2)
+    draw_threshold: float = 0.5  # default prediction threshold
+
+
 FAMILY_ARCHITECTURES: Dict[str, Type] = {
     "rcnn": RCNNArchitecture,
+    "solov2": SOLOv2Architecture,
 }
