@@ -1,5 +1,5 @@
-"""Check an InstSeg R-CNN model against PaddleDetection's implementation: same weights, same input,
-same detections and masks.
+"""Check an InstSeg model against PaddleDetection's implementation: same weights, same input,
+same detections and masks (and, for PP-YOLOE_seg-S, the same loss terms on one batch with targets).
 
 PaddleDetection builds its model from its own config with random weights; they are copied into ours
 by name (the names are identical, see tests/test_param_parity.py). The box predictors are damped and
@@ -10,7 +10,13 @@ Inputs use a non-unit scale_factor, so the rescaling to original pixels is compa
 
 Needs a Python where both import (PaddleDetection wants numpy<2). Exit status 1 on a missing detection
 or on a mask differing by more than PIXEL_TOLERANCE pixels.
-Known, intended difference: PaddleDetection keeps boxes that become empty after clipping (label -1)
+PP-YOLOE_seg-S runs PaddleDetection in its own Python (`--ppdet-python`, numpy<2) and exchanges an .npz
+(weights, input, outputs, losses) with this one; see tools/ppyoloe_parity.py.
+
+    python tools/compare_rcnn_with_ppdet.py --ppdet-root /work/peer \
+        --ppdet-python /work/peer/.venv/bin/python --model PP-YOLOE_seg-S
+
+Known, intended difference (R-CNN): PaddleDetection keeps boxes that become empty after clipping (label -1)
 among its keep_top_k; InstSeg drops them before NMS, so it may report extra detections in their place.
 """
 import argparse
@@ -99,10 +105,18 @@ def compare(name: str, ppdet_root: str, size: Tuple[int, int], keep_top_k: int) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ppdet-root", required=True, help="a PaddleDetection checkout")
-    parser.add_argument("--model", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--model", nargs="+", default=list(CONFIGS),
+                        choices=list(CONFIGS) + ["PP-YOLOE_seg-S"])
     parser.add_argument("--size", nargs=2, type=int, default=[320, 416], help="input h w (multiples of 32)")
     parser.add_argument("--keep-top-k", type=int, default=16)
+    parser.add_argument("--ppdet-python", default=sys.executable,
+                        help="PP-YOLOE_seg-S: PaddleDetection's Python")
+    parser.add_argument("--work-dir", default=None, help="PP-YOLOE_seg-S: where the exchanged .npz goes")
     args = parser.parse_args()
+    if args.model == ["PP-YOLOE_seg-S"]:
+        import ppyoloe_parity
+
+        return ppyoloe_parity.run(args.ppdet_root, args.ppdet_python, args.work_dir)
     if len(args.model) == 1:
         return 0 if compare(args.model[0], args.ppdet_root, tuple(args.size), args.keep_top_k) else 1
     # PaddleDetection's config registry is global: one process per model
