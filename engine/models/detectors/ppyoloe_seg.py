@@ -115,7 +115,8 @@ def _per_class_top_k(scores: paddle.Tensor, k: int) -> paddle.Tensor:
     Zero columns are appended first so that k never exceeds the anchor count, whatever the input size.
     """
     by_class = scores.transpose([0, 2, 1])
-    padded = paddle.concat([by_class, paddle.zeros_like(by_class[:, :, :1]).expand([-1, -1, k])], axis=-1)
+    # tile, not expand: oneDNN's expand kernel misreads -1 sizes in exported graphs
+    padded = paddle.concat([by_class, paddle.zeros_like(by_class[:, :, :1]).tile([1, 1, k])], axis=-1)
     kth = paddle.topk(padded, k, axis=-1)[0][:, :, k - 1:]
     return paddle.where(by_class >= kth, by_class, paddle.zeros_like(by_class)).transpose([0, 2, 1])
 

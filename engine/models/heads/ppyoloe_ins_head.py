@@ -116,7 +116,9 @@ class PPYOLOEInsHead(nn.Layer):
             shape = paddle.shape(feat)
             xs = paddle.arange(0, shape[3], dtype="float32") + self.grid_cell_offset
             ys = paddle.arange(0, shape[2], dtype="float32") + self.grid_cell_offset
-            grid_y, grid_x = paddle.meshgrid(ys, xs)
+            # broadcast adds, not meshgrid: its expand ops misread dynamic sizes under oneDNN
+            grid_x = xs.unsqueeze(0) + paddle.zeros_like(ys).unsqueeze(1)
+            grid_y = ys.unsqueeze(1) + paddle.zeros_like(xs).unsqueeze(0)
             level = paddle.stack([grid_x, grid_y], axis=-1).reshape([-1, 2])
             points.append(level)
             strides.append(paddle.full_like(level[:, :1], float(stride)))

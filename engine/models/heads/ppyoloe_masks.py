@@ -17,10 +17,10 @@ def bilinear_taps(in_size: paddle.Tensor, out_size: paddle.Tensor, positions: pa
     """The two source samples and weights of `F.interpolate(mode="bilinear", align_corners=False)`.
 
     Args:
-        in_size, out_size: float32 tensors broadcastable with `positions` (sizes along one axis).
-        positions: float32 output pixel indices.
+        in_size, out_size: float32 sizes along one axis; positions: float32 output pixel indices; all three
+            the same shape (explicitly: oneDNN's divide computes wrong values when it has to broadcast).
     Returns:
-        (low index, high index, low weight, high weight), float32, shaped like the broadcast.
+        (low index, high index, low weight, high weight), float32, shaped like `positions`.
     """
     src = ((positions + 0.5) * (in_size / out_size) - 0.5).clip(min=0.0)
     low = paddle.minimum(paddle.floor(src), in_size - 1.0)  # clamped: positions past the output are unused
@@ -39,20 +39,25 @@ def _axis_operator(grid_size: int, net_size: paddle.Tensor, scale: paddle.Tensor
     """
     grid = paddle.arange(0, grid_size, dtype="float32")
     net_pos = paddle.arange(0, net_size.astype("int64"), dtype="float32")
-    g_lo, g_hi, g_wlo, g_whi = bilinear_taps(paddle.full([1], float(grid_size)), net_size, net_pos)
+    g_lo, g_hi, g_wlo, g_whi = bilinear_taps(paddle.full_like(net_pos, float(grid_size)),
+                                             paddle.zeros_like(net_pos) + net_size, net_pos)
     first = (g_wlo.unsqueeze(1) * (grid == g_lo.unsqueeze(1)).astype("float32")
              + g_whi.unsqueeze(1) * (grid == g_hi.unsqueeze(1)).astype("float32"))  # [net, grid]
-    resized = paddle.floor(net_size / scale + 0.5).unsqueeze(1)  # [K, 1]
-    out_pos = paddle.arange(0, out_size, dtype="float32").unsqueeze(0)  # [1, out]
-    n_lo, n_hi, n_wlo, n_whi = bilinear_taps(net_size, resized, out_pos)  # [K, out]
+    k = paddle.shape(lo)[0]
+    out_pos = paddle.arange(0, out_size, dtype="float32").unsqueeze(0).tile([k, 1])  # [K, out]
+    net_k = paddle.zeros_like(scale) + net_size
+    resized = paddle.floor(net_k / scale + 0.5)  # PaddleDetection's round(input / scale_factor)
+    width = paddle.shape(out_pos)[1]
+    n_lo, n_hi, n_wlo, n_whi = bilinear_taps(net_k.unsqueeze(1).tile([1, width]),
+                                             resized.unsqueeze(1).tile([1, width]), out_pos)
     lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)
+    shown = (out_pos < keep.unsqueeze(1)).astype("float32")
 
     def inside(index: paddle.Tensor) -> paddle.Tensor:
         return paddle.logical_and(index >= lo, index < hi).astype("float32")
 
-    w_lo = n_wlo * inside(n_lo) * (out_pos < keep.unsqueeze(1)).astype("float32")
-    w_hi = n_whi * inside(n_hi) * (out_pos < keep.unsqueeze(1)).astype("float32")
-    k = paddle.shape(lo)[0]
+    w_lo = n_wlo * inside(n_lo) * shown
+    w_hi = n_whi * inside(n_hi) * shown
     rows_lo = paddle.gather(first, n_lo.astype("int64").flatten()).reshape([k, -1, grid_size])
     rows_hi = paddle.gather(first, n_hi.astype("int64").flatten()).reshape([k, -1, grid_size])
     return w_lo.unsqueeze(-1) * rows_lo + w_hi.unsqueeze(-1) * rows_hi
@@ -76,9 +81,11 @@ def assemble_masks(protos: paddle.Tensor, coeffs: paddle.Tensor, image_of: paddl
         uint8 [K, out_h, out_w], 1 where the resampled probability > threshold.
     """
     num, channels, h, w = protos.shape
-    logits = paddle.matmul(coeffs.unsqueeze(0), protos.reshape([0, channels, -1]))  # [N, K, h*w]
-    index = image_of.reshape([1, -1, 1]).expand([1, paddle.shape(coeffs)[0], h * w])
-    probs = F.sigmoid(paddle.take_along_axis(logits, index, 0).squeeze(0)).reshape([-1, h, w])
+    # one 2-D product against every image's prototypes, then each detection's own image: [K, N * h * w]
+    # (a batched product broadcasting K over N computes wrong values under oneDNN in exported graphs)
+    logits = paddle.matmul(coeffs, protos.transpose([1, 0, 2, 3]).reshape([channels, -1]))
+    own = paddle.arange(0, paddle.shape(coeffs)[0], dtype="int64") * num + image_of  # row (k, image_of[k])
+    probs = F.sigmoid(paddle.gather(logits.reshape([-1, h * w]), own)).reshape([-1, h, w])
     rows = _axis_operator(h, net_shape[0], scale_factor[:, 0], original_size[:, 0], boxes[:, 1], boxes[:, 3],
                           out_h)
     cols = _axis_operator(w, net_shape[1], scale_factor[:, 1], original_size[:, 1], boxes[:, 0], boxes[:, 2],
