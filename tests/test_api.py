@@ -133,14 +133,14 @@ def test_predict_mode_writes_json_and_image(standin, weights, tmp_path):
         cv2.imwrite(str(d / n), _img())
     out = tmp_path / "out"
     cfg = load_config(f"configs/{NAME}.yaml", [f"Global.output={out}", f"Predict.input={d}",
-                                              f"Predict.weight_path={weights}", "Predict.threshold=0.2"])
+                                               f"Predict.weight_path={weights}", "Predict.threshold=0.2"])
     summary = run(cfg)
     assert summary["num_images"] == 2
     assert sorted(p.name for p in out.iterdir()) == ["x_res.jpg", "x_res.json", "y_res.json", "y_res.png"]
     data = json.loads((out / "y_res.json").read_text())
     assert len(data["boxes"]) == 3 and rle_to_mask(data["masks"][2]).shape == (50, 70)
     cfg = load_config(f"configs/{NAME}.yaml", [f"Global.output={out}", f"Predict.input={d}",
-                                              f"Predict.weight_path={tmp_path / 'none.pdparams'}"])
+                                               f"Predict.weight_path={tmp_path / 'none.pdparams'}"])
     with pytest.raises(WeightsError, match="none.pdparams"):
         run(cfg)
 
@@ -158,7 +158,7 @@ def test_predict_mode_with_model_dir_uses_deploy_predictor(monkeypatch, tmp_path
     monkeypatch.setattr(engine.deployment.inference, "DeployPredictor", FakeDeploy)
     out = tmp_path / "out"
     cfg = load_config(f"configs/{NAME}.yaml", [f"Global.output={out}", f"Predict.input={tmp_path}",
-                                              f"Predict.model_dir={tmp_path}", "Predict.threshold=0.7"])
+                                               f"Predict.model_dir={tmp_path}", "Predict.threshold=0.7"])
     summary = run(cfg)
     assert summary["model"] == str(tmp_path) and summary["results"][0]["num_instances"] == 0
     assert (out / "q_res.json").is_file() and (out / "q_res.png").is_file()
@@ -179,7 +179,8 @@ def test_evaluate_mode_with_stand_ins(monkeypatch, standin, weights, tmp_path):
     coco.dataset = gt
     coco.createIndex()
     ids = sorted(coco.getImgIds())
-    batch = {"image": paddle.zeros([len(ids), 3, 32, 32]), "scale_factor": paddle.ones([len(ids), 2]), "im_id": paddle.to_tensor(np.array(ids, np.int64)),
+    batch = {"image": paddle.zeros([len(ids), 3, 32, 32]), "scale_factor": paddle.ones([len(ids), 2]),
+             "im_id": paddle.to_tensor(np.array(ids, np.int64)),
              "ori_shape": paddle.to_tensor(np.array([[120, 160]] * len(ids), np.int32))}
     dataset = types.SimpleNamespace(coco=coco, cat_ids=sorted(coco.getCatIds()), label_names=list("abcd"))
     fake = types.ModuleType("engine.data.loader")

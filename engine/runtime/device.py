@@ -82,7 +82,8 @@ def setup_device(cfg: Any) -> str:
     about 1.5x faster and the demo Mask R-CNN step (batch 4 at 192 px) about 12% faster, with the
     same losses to float precision; no gain measured on ResNet50-FPN at full size. It is off by default
     because, with it on, Paddle 3.3.1 cannot run a traced R-CNN graph in the same process (interpolate
-    attributes, training-mode conv-transpose); tracing and saving an export are unaffected. Threads: `Global.cpu_threads`, None = os.cpu_count().
+    attributes, training-mode conv-transpose); tracing and saving an export are unaffected.
+    Threads: `Global.cpu_threads`, None = os.cpu_count().
     On CPU, malloc keeps freed memory for the next tensor (engine.runtime.malloc_tuning).
     """
     import paddle
