@@ -74,7 +74,28 @@ class SOLOv2Architecture:
     draw_threshold: float = 0.5  # default prediction threshold
 
 
+@dataclass
+class PPYOLOESegArchitecture:
+    """PP-YOLOE_seg knobs; defaults are PaddleDetection's ppyoloe_seg_s_80e_coco.
+
+    Multipliers below the S values (e.g. 0.33 / 0.125) give a demo-sized model.
+    """
+
+    depth_mult: float = 0.33  # blocks per stage x this (rounded, >= 1)
+    width_mult: float = 0.50  # channels x this (rounded); also the prototype branch width (256 x this)
+    assigner_topk: int = 13  # task-aligned assignment: candidate anchors per object
+    assigner_alpha: float = 1.0  # alignment = score^alpha * IoU^beta
+    assigner_beta: float = 6.0
+    score_threshold: float = 0.01  # post-processing: class scores above this enter NMS
+    nms_top_k: int = 1000  # per image and class, candidates entering NMS
+    nms_threshold: float = 0.7  # per-class NMS IoU
+    keep_top_k: int = 300  # detections per image
+    mask_threshold: float = 0.5  # mask probability > this is foreground
+    draw_threshold: float = 0.5  # default prediction threshold
+
+
 FAMILY_ARCHITECTURES: Dict[str, Type] = {
     "rcnn": RCNNArchitecture,
     "solov2": SOLOv2Architecture,
+    "ppyoloe_seg": PPYOLOESegArchitecture,
 }

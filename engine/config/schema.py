@@ -118,6 +118,7 @@ class ReaderSection:
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     distort: bool = False  # random photometric distortion
     expand: bool = False  # random expand (zoom out)
+    expand_fill: Optional[List[float]] = None  # canvas colour (RGB, 0-1) of expand; None = `mean`
     crop: bool = False  # random IoU crop
     batch_sizes: List[int] = field(default_factory=list)  # batch-level multi-scale sizes (square)
     skip_empty: bool = True  # drop images without (non-crowd) annotations in training

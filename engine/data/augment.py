@@ -106,7 +106,9 @@ def random_augment(sample: Sample, reader: Any, rng: np.random.Generator) -> Sam
     if bool(reader.distort):
         sample = distort(sample, rng)
     if bool(reader.expand):
-        sample = expand(sample, rng, reader.mean)
+        fill = getattr(reader, "expand_fill", None)
+        fill = reader.mean if fill is None else fill
+        sample = expand(sample, rng, fill)
     if bool(reader.crop):
         sample = iou_crop(sample, rng)
     return sample

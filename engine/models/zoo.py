@@ -18,6 +18,7 @@ from ..errors import ConfigError, ModeNotAvailableError
 from .detectors.cascade_mask_rcnn import build_cascade_mask_rcnn
 from .detectors.mask_rcnn import build_mask_rcnn
 from .detectors.solov2 import build_solov2
+from .detectors.ppyoloe_seg import build_ppyoloe_seg
 
 MODELS: Dict[str, Callable[..., nn.Layer]] = {
     "MaskRCNN-ResNet50": partial(build_mask_rcnn, depth=50, fpn=False),
@@ -30,6 +31,7 @@ MODELS: Dict[str, Callable[..., nn.Layer]] = {
     "Cascade-MaskRCNN-ResNet50-vd-SSLDv2-FPN": partial(build_cascade_mask_rcnn, depth=50, variant="d",
                                                        lr_mult_list=(0.05, 0.05, 0.1, 0.15)),
     "SOLOv2": partial(build_solov2, depth=50),
+    "PP-YOLOE_seg-S": build_ppyoloe_seg,
 }
 
 

@@ -1,0 +1,20 @@
+"""Varifocal loss (VarifocalNet, https://arxiv.org/abs/2008.13367) on probabilities."""
+import paddle
+import paddle.nn.functional as F
+
+
+def varifocal_loss(score: paddle.Tensor, target: paddle.Tensor, label: paddle.Tensor,
+                   alpha: float = 0.75, gamma: float = 2.0) -> paddle.Tensor:
+    """Summed varifocal loss.
+
+    Positives (label 1) are weighted by their IoU-aware target score, negatives by alpha * score^gamma.
+
+    Args:
+        score: float32 [..., C] predicted probabilities (after sigmoid).
+        target: float32 [..., C] target scores in [0, 1] (0 off the assigned class).
+        label: float32 [..., C] one-hot of the assigned class (all 0 for background).
+    Returns:
+        float32 [] the sum over all elements.
+    """
+    weight = alpha * score.pow(gamma) * (1.0 - label) + target * label
+    return F.binary_cross_entropy(score, target, weight=weight, reduction="sum")
