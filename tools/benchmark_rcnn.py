@@ -121,7 +121,7 @@ def _worker_ppdet(args) -> Dict:
 
     sys.path.insert(0, args.ppdet_root)
     sys.path.insert(0, str(Path(__file__).parent))
-    from make_backbone_golden import import_with_stubs
+    from ppdet_import import import_with_stubs
 
     workspace = import_with_stubs(Path(args.ppdet_root), "ppdet.core.workspace")
     import_with_stubs(Path(args.ppdet_root), "ppdet.modeling")

@@ -56,7 +56,7 @@ def ppdet_side(ppdet_root: str, out: str) -> None:
     import paddle
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from make_backbone_golden import import_with_stubs
+    from ppdet_import import import_with_stubs
 
     workspace = import_with_stubs(Path(ppdet_root), "ppdet.core.workspace")
     import_with_stubs(Path(ppdet_root), "ppdet.modeling")
