@@ -17,6 +17,7 @@ from ..config.model_names import MODEL_FAMILIES
 from ..errors import ConfigError, ModeNotAvailableError
 from .detectors.cascade_mask_rcnn import build_cascade_mask_rcnn
 from .detectors.mask_rcnn import build_mask_rcnn
+from .detectors.mask_rt_detr import build_mask_rt_detr
 
 MODELS: Dict[str, Callable[..., nn.Layer]] = {
     "MaskRCNN-ResNet50": partial(build_mask_rcnn, depth=50, fpn=False),
@@ -28,6 +29,11 @@ MODELS: Dict[str, Callable[..., nn.Layer]] = {
     "Cascade-MaskRCNN-ResNet50-FPN": partial(build_cascade_mask_rcnn, depth=50),
     "Cascade-MaskRCNN-ResNet50-vd-SSLDv2-FPN": partial(build_cascade_mask_rcnn, depth=50, variant="d",
                                                        lr_mult_list=(0.05, 0.05, 0.1, 0.15)),
+    "Mask-RT-DETR-S": partial(build_mask_rt_detr, size="S"),
+    "Mask-RT-DETR-M": partial(build_mask_rt_detr, size="M"),
+    "Mask-RT-DETR-L": partial(build_mask_rt_detr, size="L"),
+    "Mask-RT-DETR-X": partial(build_mask_rt_detr, size="X"),
+    "Mask-RT-DETR-H": partial(build_mask_rt_detr, size="H"),
 }
 
 
