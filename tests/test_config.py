@@ -44,6 +44,8 @@ def test_every_config_loads(path):
         assert cfg.Train.num_classes == 2 and cfg.Train.log_interval == 10 and cfg.Train.eval_interval == 1
     if MODEL_FAMILIES[cfg.Global.model] == "rcnn":
         assert cfg.Architecture.fpn_channels > 0
+    elif MODEL_FAMILIES[cfg.Global.model] == "mask_rt_detr":
+        assert cfg.Architecture.num_queries == 300 and cfg.Architecture.num_denoising == 100
     else:
         assert len(cfg.Architecture) == 0
 
