@@ -98,8 +98,8 @@ def ppdet_side(name: str, ppdet_root: str, parts, out_dir: str) -> None:
                   "gt_segm": [paddle.to_tensor(m) for m in batch["gt_mask"]]}
         paddle.seed(LOSS_SEED)
         losses = model(inputs)
-        np.savez(Path(out_dir) / "loss.npz", **{k: v.numpy().reshape([]) for k, v in losses.items()
-                                                 if k != "loss"})
+        terms = {k: v.numpy().reshape([]) for k, v in losses.items() if k != "loss"}
+        np.savez(Path(out_dir) / "loss.npz", **terms)
 
 
 def _our_model(name: str, state):
@@ -156,7 +156,8 @@ def compare_loss(model, ref) -> bool:
         if rel > 1e-4:
             print(f"  {key}: ours {losses.get(key)} theirs {theirs} (rel {rel:.1e})")
     ok = ok and worst <= 1e-4
-    print(f"loss: {len(ref.files)} terms, max relative difference {worst:.1e} -> {'same' if ok else 'DIFFERENT'}")
+    verdict = "same" if ok else "DIFFERENT"
+    print(f"loss: {len(ref.files)} terms, max relative difference {worst:.1e} -> {verdict}")
     return ok
 
 
