@@ -65,6 +65,7 @@ class MaskRTDETRArchitecture:
     num_denoising: int = 100  # denoising queries in training (0 = off)
     label_noise_ratio: float = 0.5  # denoising: share of labels flipped
     box_noise_scale: float = 1.0  # denoising: box jitter scale
+    num_sample_points: int = 12544  # mask points sampled per mask for the matcher and mask losses
     num_top_queries: int = 100  # detections per image
     mask_threshold: float = 0.5  # mask probability > this is foreground
     draw_threshold: float = 0.5  # default prediction threshold

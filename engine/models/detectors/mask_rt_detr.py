@@ -107,6 +107,7 @@ def build_mask_rt_detr(arch: MaskRTDETRArchitecture, num_classes: int, *, size: 
     backbone, neck = build_backbone_and_neck(size, arch)
     transformer = MaskRTDETRTransformer(num_classes, neck.out_channels, neck.num_prototypes,
                                         decoder_config(arch))
-    criterion = MaskDINOLoss(num_classes, HungarianMatcher())
+    matcher = HungarianMatcher(num_sample_points=arch.num_sample_points)
+    criterion = MaskDINOLoss(num_classes, matcher, num_sample_points=arch.num_sample_points)
     return MaskRTDETR(backbone, neck, transformer, criterion, arch.num_top_queries, arch.mask_threshold,
                       arch.draw_threshold)
