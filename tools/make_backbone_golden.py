@@ -35,14 +35,13 @@ class _Stub(types.ModuleType):
         return None
 
 
-def import_ppdet(root: Path) -> Dict[str, Callable]:
+def import_with_stubs(root: Path, module: str) -> types.ModuleType:
+    """Import `module` from the PaddleDetection checkout `root`, stubbing optional third-party modules
+    its package imports but the modelling code never uses."""
     sys.path.insert(0, str(root))
     for _ in range(50):
         try:
-            resnet = importlib.import_module("ppdet.modeling.backbones.resnet")
-            fpn = importlib.import_module("ppdet.modeling.necks.fpn")
-            return {"resnet": lambda **kw: _dict_input(resnet.ResNet(**kw)), "fpn": fpn.FPN,
-                    "res5": resnet.Res5Head}
+            return importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name is None or exc.name.startswith("ppdet"):
                 raise
@@ -52,6 +51,12 @@ def import_ppdet(root: Path) -> Dict[str, Callable]:
             for i in range(1, len(parts) + 1):
                 sys.modules.setdefault(".".join(parts[:i]), _Stub(".".join(parts[:i])))
     raise RuntimeError("too many missing modules")
+
+
+def import_ppdet(root: Path) -> Dict[str, Callable]:
+    resnet = import_with_stubs(root, "ppdet.modeling.backbones.resnet")
+    fpn = importlib.import_module("ppdet.modeling.necks.fpn")
+    return {"resnet": lambda **kw: _dict_input(resnet.ResNet(**kw)), "fpn": fpn.FPN, "res5": resnet.Res5Head}
 
 
 def _dict_input(layer: Any) -> Any:
