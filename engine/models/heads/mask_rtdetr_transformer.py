@@ -14,6 +14,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ..layers.mlp import MLP
+from ..ops.batch_gather import gather_rows
 from ..ops.box_format import inverse_sigmoid, mask_to_cxcywh
 from ..ops.denoising import DenoisingMeta, denoising_queries
 from .mask_rtdetr_decoder import DecoderHeads, DecoderMemory, DecoderOutput, MaskTransformerDecoder
@@ -170,8 +171,8 @@ class MaskRTDETRTransformer(nn.Layer):
         scores = self.score_head(output_memory)
         boxes_unact = self.bbox_head(output_memory) + anchors
         _, index = paddle.topk(scores.max(-1), self.cfg.num_queries, axis=1)  # [B, Q]
-        target = paddle.take_along_axis(output_memory, index.unsqueeze(-1), axis=1, broadcast=True)
-        selected_boxes = paddle.take_along_axis(boxes_unact, index.unsqueeze(-1), axis=1, broadcast=True)
+        target = gather_rows(output_memory, index)
+        selected_boxes = gather_rows(boxes_unact, index)
         logits, masks = heads.class_and_mask(target)
         encoder = (logits, F.sigmoid(selected_boxes), masks)
         reference = inverse_sigmoid(mask_to_cxcywh(masks > 0))

@@ -8,6 +8,7 @@ from typing import Dict
 import paddle
 import paddle.nn.functional as F
 
+from .batch_gather import gather_rows
 from .box_format import cxcywh_to_xyxy
 
 
@@ -33,13 +34,13 @@ def top_query_detections(logits: paddle.Tensor, boxes: paddle.Tensor, masks: pad
     scores, index = paddle.topk(F.sigmoid(logits).flatten(1), num_top, axis=-1)  # [B, k]
     labels = index % num_classes
     query = index // num_classes
-    picked = paddle.take_along_axis(boxes, query.unsqueeze(-1), axis=1, broadcast=True)
+    picked = gather_rows(boxes, query)
     original = paddle.floor(im_shape / scale_factor + 0.5)  # PaddleDetection's rounding
     scale = original * (pad_shape.astype("float32") / im_shape)  # normalised padded -> original pixels
     scale_xyxy = paddle.concat([scale[:, 1:2], scale[:, 0:1], scale[:, 1:2], scale[:, 0:1]], axis=-1)
     xyxy = cxcywh_to_xyxy(picked) * scale_xyxy.unsqueeze(1)
     bbox = paddle.concat([labels.unsqueeze(-1).astype("float32"), scores.unsqueeze(-1), xyxy], axis=-1)
-    picked_masks = paddle.take_along_axis(masks, query.unsqueeze(-1).unsqueeze(-1), axis=1, broadcast=True)
+    picked_masks = gather_rows(masks, query)
     full = resize_to_original(picked_masks, im_shape, pad_shape, original, mask_threshold)
     batch = paddle.shape(logits)[0]
     return {"bbox": bbox.reshape([-1, 6]), "bbox_num": paddle.full([batch], num_top, "int32"),
