@@ -12,27 +12,12 @@ Needs a Python where both import (PaddleDetection wants numpy<2). Exit status 1 
 or on a mask differing by more than PIXEL_TOLERANCE pixels.
 Known, intended difference: PaddleDetection keeps boxes that become empty after clipping (label -1)
 among its keep_top_k; InstSeg drops them before NMS, so it may report extra detections in their place.
-
-Mask-RT-DETR (--model Mask-RT-DETR-S ...) runs PaddleDetection in its own Python (--ppdet-python, numpy<2),
-which writes its random weights (random BN statistics too) as .pdparams and its inputs and outputs as .npz;
-this process loads them into InstSeg's model and compares. --part backbone_neck: the PPHGNetV2 maps and the
-MaskHybridEncoder's fused levels and mask prototypes, batch 2, at 640 x 640 (PaddleDetection's cached
-eval-size position embedding) and 320 x 416 (computed from the shape); every output within
-DETR_TOLERANCE x max(1, max |reference|).
-
-    python tools/compare_rcnn_with_ppdet.py --ppdet-root /work/peer \
-        --ppdet-python /work/peer/.venv/bin/python --model Mask-RT-DETR-S Mask-RT-DETR-L --part backbone_neck
-
-Result (2026-12-01, paddle 3.3.1 CPU, that command): every backbone, encoder and mask-prototype output of S
-and L at both sizes is bitwise equal (max |diff| 0); with the position embedding's token order changed the
-same run reports DIFFERENT (up to 1.1e-3), so the check sees the embedding.
 """
 import argparse
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 
@@ -49,10 +34,6 @@ CONFIGS = {
     "Cascade-MaskRCNN-ResNet50-vd-SSLDv2-FPN":
         "configs/cascade_rcnn/cascade_mask_rcnn_r50_vd_fpn_ssld_1x_coco.yml",
 }
-DETR_CONFIGS = {f"Mask-RT-DETR-{size}": f"configs/mask_rtdetr/mask_rtdetr_hgnetv2_{size.lower()}_6x_coco.yml"
-                for size in "SMLXH"}
-DETR_SIZES = [(640, 640), (320, 416)]  # PaddleDetection's eval size (cached embedding), another aspect
-DETR_TOLERANCE = 1e-4
 
 
 def _models(name: str, ppdet_root: str, keep_top_k: int):
@@ -115,107 +96,18 @@ def compare(name: str, ppdet_root: str, size: Tuple[int, int], keep_top_k: int) 
     return ok
 
 
-def ppdet_backbone_neck_outputs(name: str, ppdet_root: str, out_dir: str) -> None:
-    """PaddleDetection's side (run in its Python): out_dir/weights.pdparams (random weights, random BN
-    statistics) and, per DETR_SIZES entry, out_dir/<h>x<w>.npz with the image, the 4 backbone maps, the 3
-    encoder levels and the mask prototypes."""
-    import paddle
-    from make_backbone_golden import import_with_stubs  # PaddleDetection's optional imports, stubbed
-
-    workspace = import_with_stubs(Path(ppdet_root), "ppdet.core.workspace")
-    import_with_stubs(Path(ppdet_root), "ppdet.modeling")  # registers the layers `create` builds
-    create, load_config = workspace.create, workspace.load_config
-    paddle.seed(0)
-    model = create(load_config(str(Path(ppdet_root) / DETR_CONFIGS[name])).architecture)
-    model.eval()
-    rng = np.random.default_rng(0)
-    for key, value in model.state_dict().items():
-        if key.endswith("._mean"):  # fresh BN is the identity map: give the comparison real statistics
-            value.set_value(rng.normal(0.0, 0.2, value.shape).astype("float32"))
-        elif key.endswith("._variance"):
-            value.set_value(rng.uniform(0.5, 2.0, value.shape).astype("float32"))
-    paddle.save(model.state_dict(), str(Path(out_dir) / "weights.pdparams"))
-    for h, w in DETR_SIZES:
-        if (h, w) != (640, 640):
-            model.neck.eval_size = None  # its cached embedding is for 640 x 640 only
-        image = rng.uniform(0.0, 1.0, (2, 3, h, w)).astype("float32")
-        with paddle.no_grad():
-            feats = model.backbone({"image": paddle.to_tensor(image)})
-            fused, mask_feat = model.neck(list(feats))
-        arrays = {f"backbone{i}": t.numpy() for i, t in enumerate(feats)}
-        arrays.update({f"neck{i}": t.numpy() for i, t in enumerate(fused)})
-        np.savez(Path(out_dir) / f"{h}x{w}.npz", image=image, mask_feat=mask_feat.numpy(), **arrays)
-
-
-def compare_backbone_neck(name: str, ppdet_root: str, ppdet_python: str) -> bool:
-    """InstSeg's PPHGNetV2 + MaskHybridEncoder against PaddleDetection's outputs (see the module doc)."""
-    import paddle
-
-    sys.path.insert(0, str(REPO))
-    from engine.models.detectors.mask_rt_detr_parts import build_backbone_and_neck
-
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([ppdet_python, "-W", "ignore", __file__, "--ppdet-root", ppdet_root, "--model", name,
-                        "--part", "backbone_neck", "--ppdet-side", tmp], check=True)
-        state = paddle.load(str(Path(tmp) / "weights.pdparams"))
-        backbone, neck = build_backbone_and_neck(name.rsplit("-", 1)[1])
-        for prefix, layer in (("backbone.", backbone), ("neck.", neck)):
-            layer.set_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-            layer.eval()
-        ok = True
-        for h, w in DETR_SIZES:
-            ref = np.load(Path(tmp) / f"{h}x{w}.npz")
-            with paddle.no_grad():
-                feats = backbone(paddle.to_tensor(ref["image"]))
-                fused, mask_feat = neck(feats)
-            ours = {f"backbone{i}": t for i, t in enumerate(feats)}
-            ours.update({f"neck{i}": t for i, t in enumerate(fused)}, mask_feat=mask_feat)
-            ok = _report(f"{name} {h}x{w}", ours, ref) and ok
-    return ok
-
-
-def _report(label: str, ours: Dict[str, "np.ndarray"], ref: "np.lib.npyio.NpzFile") -> bool:
-    """Print the worst relative difference per output; True if all are within DETR_TOLERANCE."""
-    worst: List[str] = []
-    ok = True
-    for key, tensor in ours.items():
-        a, b = ref[key], tensor.numpy()
-        scale = max(1.0, float(np.abs(a).max()))
-        diff = float(np.abs(a - b).max()) / scale if a.shape == b.shape else float("inf")
-        ok = ok and diff <= DETR_TOLERANCE
-        worst.append(f"{key} {list(b.shape)} {diff:.1e} (max |ref| {float(np.abs(a).max()):.3g})")
-    print(f"{label}: {'same' if ok else 'DIFFERENT'} (max |diff| / max(1, max |ref|): {', '.join(worst)})")
-    return ok
-
-
-DETR_PARTS = {"backbone_neck": (ppdet_backbone_neck_outputs, compare_backbone_neck)}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ppdet-root", required=True, help="a PaddleDetection checkout")
-    parser.add_argument("--model", nargs="+", default=list(CONFIGS),
-                        choices=list(CONFIGS) + list(DETR_CONFIGS))
+    parser.add_argument("--model", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--size", nargs=2, type=int, default=[320, 416], help="input h w (multiples of 32)")
     parser.add_argument("--keep-top-k", type=int, default=16)
-    parser.add_argument("--ppdet-python", default=sys.executable,
-                        help="Mask-RT-DETR: the Python that runs PaddleDetection (its numpy<2 venv)")
-    parser.add_argument("--part", default="backbone_neck", choices=list(DETR_PARTS),
-                        help="Mask-RT-DETR: what to compare")
-    parser.add_argument("--ppdet-side", metavar="DIR", help=argparse.SUPPRESS)  # internal: ppdet's run
     args = parser.parse_args()
-    if len(args.model) == 1 and args.model[0] in DETR_CONFIGS:
-        ppdet_side, our_side = DETR_PARTS[args.part]
-        if args.ppdet_side:
-            ppdet_side(args.model[0], args.ppdet_root, args.ppdet_side)
-            return 0
-        return 0 if our_side(args.model[0], args.ppdet_root, args.ppdet_python) else 1
     if len(args.model) == 1:
         return 0 if compare(args.model[0], args.ppdet_root, tuple(args.size), args.keep_top_k) else 1
     # PaddleDetection's config registry is global: one process per model
     argv = [sys.executable, __file__, "--ppdet-root", args.ppdet_root, "--keep-top-k", str(args.keep_top_k),
-            "--size", *map(str, args.size), "--ppdet-python", args.ppdet_python, "--part", args.part,
-            "--model"]
+            "--size", *map(str, args.size), "--model"]
     codes = [subprocess.run(argv + [m]).returncode for m in args.model]
     return 0 if not any(codes) else 1
 

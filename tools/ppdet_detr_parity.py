@@ -1,5 +1,6 @@
 """Mask-RT-DETR against PaddleDetection, whole model: detections (--part predict) and loss terms
-(--part loss) on the same random weights and the same preprocessed input.
+(--part loss) on the same random weights and the same preprocessed input; backbone + encoder outputs
+(--part backbone_neck).
 
 PaddleDetection runs in its own Python (numpy<2): it builds its model from its config with random weights
 (random BN statistics too), writes them as .pdparams, runs, and saves inputs and outputs as .npz; this
@@ -9,6 +10,11 @@ process loads the weights by name into InstSeg's model and compares.
 - loss: one fixed batch of 2 images with targets, denoising off, training mode; both sides seed Paddle's
   generator identically right before the loss, so the matcher's and the loss's random points agree;
   every term within 1e-4 relative.
+- backbone_neck: the PPHGNetV2 maps, the MaskHybridEncoder's fused levels and mask prototypes, batch 2, at
+  640 x 640 (PaddleDetection's cached eval-size position embedding) and 320 x 416 (embedding computed from
+  the shape); every output within 1e-4 x max(1, max |reference|). Result (2026-12-01, paddle 3.3.1 CPU):
+  S and L bitwise equal at both sizes; with the embedding's token order changed it reports DIFFERENT
+  (up to 1.1e-3), so the check sees the embedding.
 
     python tools/ppdet_detr_parity.py --ppdet-root /work/peer --ppdet-python /work/peer/.venv/bin/python \
         --model Mask-RT-DETR-S --part predict loss
@@ -27,6 +33,7 @@ CONFIG = "configs/mask_rtdetr/mask_rtdetr_hgnetv2_{}_6x_coco.yml"
 ORIGINAL = (480.0, 600.0)  # original (h, w) of the predict input; resized to 640 x 640
 LOSS_SEED = 1234
 LOSS_SIZE = 320
+ENCODER_SIZES = [(640, 640), (320, 416)]  # PaddleDetection's eval size (cached embedding), another aspect
 
 
 def _ppdet_model(name: str, ppdet_root: str):
@@ -82,6 +89,8 @@ def ppdet_side(name: str, ppdet_root: str, parts, out_dir: str) -> None:
 
     model = _ppdet_model(name, ppdet_root)
     paddle.save(model.state_dict(), str(Path(out_dir) / "weights.pdparams"))
+    if "backbone_neck" in parts:  # first: the training-mode loss run moves the encoder's BN statistics
+        _ppdet_backbone_neck(model, out_dir)
     if "predict" in parts:
         model.eval()
         inputs = _predict_inputs()
@@ -100,6 +109,27 @@ def ppdet_side(name: str, ppdet_root: str, parts, out_dir: str) -> None:
         losses = model(inputs)
         terms = {k: v.numpy().reshape([]) for k, v in losses.items() if k != "loss"}
         np.savez(Path(out_dir) / "loss.npz", **terms)
+
+
+def _ppdet_backbone_neck(model, out_dir: str) -> None:
+    """Per ENCODER_SIZES entry, out_dir/encoder_<h>x<w>.npz: the image, 4 backbone maps, 3 encoder levels and
+    the mask prototypes (eval mode)."""
+    import paddle
+
+    model.eval()
+    rng = np.random.default_rng(3)
+    eval_size = model.neck.eval_size
+    for h, w in ENCODER_SIZES:
+        if (h, w) != (640, 640):
+            model.neck.eval_size = None  # its cached embedding is for 640 x 640 only
+        image = rng.uniform(0.0, 1.0, (2, 3, h, w)).astype("float32")
+        with paddle.no_grad():
+            feats = model.backbone({"image": paddle.to_tensor(image)})
+            fused, mask_feat = model.neck(list(feats))  # it pops the stride-4 map from the list it gets
+        arrays = {f"backbone{i}": t.numpy() for i, t in enumerate(feats)}
+        arrays.update({f"neck{i}": t.numpy() for i, t in enumerate(fused)})
+        np.savez(Path(out_dir) / f"encoder_{h}x{w}.npz", image=image, mask_feat=mask_feat.numpy(), **arrays)
+    model.neck.eval_size = eval_size  # later parts run PaddleDetection's own eval path
 
 
 def _our_model(name: str, state):
@@ -161,12 +191,37 @@ def compare_loss(model, ref) -> bool:
     return ok
 
 
+def compare_backbone_neck(model, out_dir: str) -> bool:
+    import paddle
+
+    model.eval()
+    ok = True
+    for h, w in ENCODER_SIZES:
+        ref = np.load(Path(out_dir) / f"encoder_{h}x{w}.npz")
+        with paddle.no_grad():
+            feats = model.backbone(paddle.to_tensor(ref["image"]))
+            fused, mask_feat = model.neck(feats)
+        ours = {f"backbone{i}": t for i, t in enumerate(feats)}
+        ours.update({f"neck{i}": t for i, t in enumerate(fused)}, mask_feat=mask_feat)
+        report = []
+        for key, tensor in ours.items():
+            a, b = ref[key], tensor.numpy()
+            scale = max(1.0, float(np.abs(a).max()))
+            diff = float(np.abs(a - b).max()) / scale if a.shape == b.shape else float("inf")
+            ok = ok and diff <= 1e-4
+            report.append(f"{key} {list(b.shape)} {diff:.1e} (max |ref| {float(np.abs(a).max()):.3g})")
+        print(f"backbone_neck {h}x{w}: max |diff| / max(1, max |ref|): {', '.join(report)}")
+    print(f"backbone_neck -> {'same' if ok else 'DIFFERENT'}")
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ppdet-root", required=True)
     parser.add_argument("--ppdet-python", default=sys.executable)
     parser.add_argument("--model", default="Mask-RT-DETR-S")
-    parser.add_argument("--part", nargs="+", default=["predict", "loss"], choices=["predict", "loss"])
+    parser.add_argument("--part", nargs="+", default=["predict", "loss"],
+                        choices=["predict", "loss", "backbone_neck"])
     parser.add_argument("--ppdet-side", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ppdet_side:
@@ -179,6 +234,8 @@ def main() -> int:
                         "--part", *args.part, "--ppdet-side", tmp], check=True)
         model = _our_model(args.model, paddle.load(str(Path(tmp) / "weights.pdparams")))
         ok = True
+        if "backbone_neck" in args.part:  # first, as on PaddleDetection's side
+            ok = compare_backbone_neck(model, tmp) and ok
         if "predict" in args.part:
             ok = compare_predict(model, np.load(Path(tmp) / "predict.npz")) and ok
         if "loss" in args.part:
