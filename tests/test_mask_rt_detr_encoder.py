@@ -1,6 +1,10 @@
 """PPHGNetV2 + MaskHybridEncoder behaviour: position embedding order, any input size, batch independence,
-traced graphs with dynamic H / W equal to the dynamic graph, the shared attention's masks, argument errors.
-(Numerical parity with PaddleDetection: tools/compare_rcnn_with_ppdet.py --part backbone_neck.)"""
+traced graphs with dynamic H / W equal to the dynamic graph, the shared attention's masks, argument errors,
+and PaddleDetection's own outputs on seeded weights (tests/fixtures/ppdet_mask_rt_detr_golden.json, written by
+tools/make_mask_rt_detr_golden.py; the full-size check on random weights is tools/ppdet_detr_parity.py
+--part backbone_neck)."""
+import json
+import sys
 from pathlib import Path
 from typing import List, Tuple
 
@@ -13,6 +17,9 @@ from engine.errors import ConfigError
 from engine.models.detectors.mask_rt_detr_parts import build_backbone_and_neck
 from engine.models.layers.attention import MultiHeadAttention
 from engine.models.necks.mask_hybrid_encoder import MaskHybridEncoder, sincos_position_embedding
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import make_mask_rt_detr_golden as golden  # noqa: E402
 
 TINY = MaskRTDETRArchitecture(backbone_width_mult=0.25, encoder_hidden_dim=32, encoder_ffn_dim=64,
                               mask_feat_channels=[16, 8], num_prototypes=12)
@@ -114,3 +121,30 @@ def test_bad_encoder_arguments_are_config_errors() -> None:
         MaskHybridEncoder([8, 16, 32, 64], encoder_idx=(0,))
     with pytest.raises(ConfigError, match="size must be one of"):
         build_backbone_and_neck("XL")
+
+
+@pytest.mark.parametrize("size", golden.SIZES)
+def test_outputs_match_paddledetection_on_seeded_weights(size: str) -> None:
+    expected = json.loads(golden.OUT.read_text())[size]
+    backbone, neck = build_backbone_and_neck(size)
+    parts = [("backbone.", backbone), ("neck.", neck)]
+    entries = [(p + k, v.shape) for p, layer in parts for k, v in layer.state_dict().items()]
+    values = golden.seeded_values(entries)
+    for prefix, layer in parts:
+        layer.set_state_dict({k: values[prefix + k] for k in layer.state_dict()})
+        layer.eval()
+    got = golden.summarize(_outputs(backbone, neck))
+    assert [g["shape"] for g in got] == [e["shape"] for e in expected]
+    for g, e in zip(got, expected):
+        scale = e["abs_mean"]
+        assert g["abs_mean"] == pytest.approx(scale, rel=1e-4)
+        assert g["sum"] == pytest.approx(e["sum"], abs=1e-4 * scale * np.prod(e["shape"]))
+        np.testing.assert_allclose(g["samples"], e["samples"], rtol=1e-3, atol=1e-4 * scale)
+
+
+def _outputs(backbone: paddle.nn.Layer, neck: paddle.nn.Layer) -> List[np.ndarray]:
+    """The 4 backbone maps, 3 encoder levels and the mask prototypes of the golden input."""
+    with paddle.no_grad():
+        feats = backbone(paddle.to_tensor(golden.image()))
+        fused, mask_feat = neck(feats)
+    return [t.numpy() for t in list(feats) + list(fused) + [mask_feat]]
