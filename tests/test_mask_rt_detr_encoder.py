@@ -1,8 +1,8 @@
 """PPHGNetV2 + MaskHybridEncoder behaviour: position embedding order, any input size, batch independence,
-traced graphs with dynamic H / W equal to the dynamic graph, the shared attention's masks, argument errors,
-and PaddleDetection's own outputs on seeded weights (tests/fixtures/ppdet_mask_rt_detr_golden.json, written by
-tools/make_mask_rt_detr_golden.py; the full-size check on random weights is tools/ppdet_detr_parity.py
---part backbone_neck)."""
+exported graphs with dynamic H / W (Paddle Inference, oneDNN too) equal to the dynamic graph, the shared
+attention's masks, argument errors, and PaddleDetection's own outputs on seeded weights
+(tests/fixtures/ppdet_mask_rt_detr_golden.json, written by tools/make_mask_rt_detr_golden.py; the full-size
+check on random weights is tools/ppdet_detr_parity.py --part backbone_neck)."""
 import json
 import sys
 from pathlib import Path
@@ -11,8 +11,10 @@ from typing import List, Tuple
 import numpy as np
 import paddle
 import pytest
+from paddle import inference as paddle_infer
 
 from engine.config.architectures import MaskRTDETRArchitecture
+from engine.deployment.inference import MODEL_FILES, build_config, onednn_flag
 from engine.errors import ConfigError
 from engine.models.detectors.mask_rt_detr_parts import build_backbone_and_neck
 from engine.models.layers.attention import MultiHeadAttention
@@ -70,7 +72,9 @@ def test_any_input_size_and_batch_independence(size: str) -> None:
         np.testing.assert_allclose(both[1:], single, rtol=1e-5, atol=1e-5)
 
 
-def test_traced_graph_with_dynamic_size_equals_dynamic_graph(tmp_path: Path) -> None:
+def test_exported_graph_with_dynamic_size_equals_dynamic_graph(tmp_path: Path) -> None:
+    """One traced graph (dynamic batch, H, W) on Paddle Inference, Paddle kernels and oneDNN, at two aspect
+    ratios: the position embedding follows the shape and the bilinear upsampling runs on oneDNN."""
     backbone, neck = _tiny("S")
 
     class Parts(paddle.nn.Layer):
@@ -85,16 +89,24 @@ def test_traced_graph_with_dynamic_size_equals_dynamic_graph(tmp_path: Path) -> 
     model = Parts()
     model.eval()
     spec = [paddle.static.InputSpec([None, 3, None, None], "float32", "image")]
-    paddle.jit.save(paddle.jit.to_static(model, input_spec=spec, full_graph=True), str(tmp_path / "parts"))
-    traced = paddle.jit.load(str(tmp_path / "parts"))
-    traced.eval()
+    traced = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
+    paddle.jit.save(traced, str(tmp_path / "inference"))
+    model_file = next(tmp_path / name for name in MODEL_FILES if (tmp_path / name).exists())
     rng = np.random.default_rng(1)
-    for h, w in ((64, 64), (96, 128)):  # two sizes through one graph: the embedding is built from the shape
-        image = rng.uniform(0, 1, (1, 3, h, w)).astype("float32")
-        with paddle.no_grad():
-            got = [t.numpy() for t in traced(paddle.to_tensor(image))]
-        for a, b in zip(got, _run(backbone, neck, image)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    for run_mode in ("paddle", "mkldnn"):
+        with onednn_flag(run_mode == "mkldnn"):
+            predictor = paddle_infer.create_predictor(
+                build_config(model_file, tmp_path / "inference.pdiparams", "cpu", 1, run_mode))
+        for h, w in ((64, 96), (96, 64)):
+            image = rng.uniform(0, 1, (2, 3, h, w)).astype("float32")
+            predictor.get_input_handle(predictor.get_input_names()[0]).copy_from_cpu(image)
+            with onednn_flag(run_mode == "mkldnn"):
+                predictor.run()
+            got = [predictor.get_output_handle(n).copy_to_cpu() for n in predictor.get_output_names()]
+            expected = _run(backbone, neck, image)
+            assert [a.shape for a in got] == [b.shape for b in expected]
+            for a, b in zip(got, expected):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"{run_mode} {h}x{w}")
 
 
 def test_attention_masks_bool_and_additive_agree_and_hide_keys() -> None:

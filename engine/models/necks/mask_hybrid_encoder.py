@@ -107,9 +107,21 @@ class BilinearUpsample2x(nn.Layer):
 
 
 def upsample2x_bilinear(x: paddle.Tensor) -> paddle.Tensor:
-    """Bilinear 2x upsampling to an explicit size (equal to scale_factor=2, and traced with shape tensors)."""
-    size = paddle.shape(x)[2:] * 2 if not paddle.in_dynamic_mode() else [x.shape[2] * 2, x.shape[3] * 2]
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    """[N, C, H, W] -> [N, C, 2H, 2W]: F.interpolate(scale_factor=2, mode="bilinear", align_corners=False).
+
+    Eager code calls interpolate. A traced graph gets the same map as a depthwise stride-2 transposed
+    convolution: with half-pixel centres output 2i is 0.25 x[i-1] + 0.75 x[i] and output 2i+1 is
+    0.75 x[i] + 0.25 x[i+1] (edges clamped), i.e. the kernel [0.25, 0.75, 0.75, 0.25] per axis over the input
+    padded by one edge copy, cropped by 3. Paddle Inference's oneDNN executor cannot run interpolation ops
+    (their float-list `scale` attribute); values agree to float rounding.
+    """
+    if paddle.in_dynamic_mode():
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    x = paddle.concat([x[:, :, :1], x, x[:, :, -1:]], axis=2)
+    x = paddle.concat([x[:, :, :, :1], x, x[:, :, :, -1:]], axis=3)
+    taps = paddle.to_tensor([0.25, 0.75, 0.75, 0.25], dtype=x.dtype)
+    kernel = (taps.unsqueeze(1) * taps.unsqueeze(0)).reshape([1, 1, 4, 4]).tile([x.shape[1], 1, 1, 1])
+    return F.conv2d_transpose(x, kernel, stride=2, padding=3, groups=x.shape[1])
 
 
 class MaskFeatFPN(nn.Layer):
