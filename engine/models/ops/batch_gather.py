@@ -11,6 +11,6 @@ def gather_rows(x: paddle.Tensor, index: paddle.Tensor) -> paddle.Tensor:
         [B, k, ...].
     """
     shape = paddle.shape(x)
-    offsets = (paddle.arange(shape[0], dtype=index.dtype) * shape[1].astype(index.dtype)).unsqueeze(1)
+    offsets = paddle.arange(shape[0], dtype=index.dtype).reshape([-1, 1]) * shape[1].astype(index.dtype)
     rows = paddle.gather(x.flatten(0, 1), (index + offsets).flatten(), axis=0)
     return rows.reshape(paddle.concat([paddle.shape(index), shape[2:]]))
