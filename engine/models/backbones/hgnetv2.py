@@ -5,7 +5,7 @@ Parameter names are an external contract: they reproduce PaddleDetection's state
 ...; see ../shared/reference/params/Mask-RT-DETR-*.json under `backbone.`), so official `.pdparams` load
 unchanged.
 """
-from typing import Dict, List, NamedTuple, Sequence
+from typing import Any, Dict, List, Literal, NamedTuple, Optional, Sequence, Union
 
 import paddle
 import paddle.nn as nn
@@ -75,7 +75,7 @@ class ConvBNAct(nn.Layer):
                  same_pad: bool = False) -> None:
         super().__init__()
         self.relu = relu
-        padding = "SAME" if same_pad else (kernel - 1) // 2
+        padding: Union[Literal["SAME"], int] = "SAME" if same_pad else (kernel - 1) // 2
         self.conv = nn.Conv2D(ch_in, ch_out, kernel, stride, padding=padding, groups=groups,
                               weight_attr=ParamAttr(learning_rate=lr, initializer=KaimingNormal()),
                               bias_attr=False)
@@ -95,7 +95,7 @@ class ConvBNAct(nn.Layer):
 class LightConvBNAct(nn.Layer):
     """1x1 conv (no activation) then a depthwise k x k conv with ReLU."""
 
-    def __init__(self, ch_in: int, ch_out: int, kernel: int, **norm: float) -> None:
+    def __init__(self, ch_in: int, ch_out: int, kernel: int, **norm: Any) -> None:
         super().__init__()
         self.conv1 = ConvBNAct(ch_in, ch_out, 1, relu=False, **norm)
         self.conv2 = ConvBNAct(ch_out, ch_out, kernel, groups=ch_out, **norm)
@@ -108,7 +108,7 @@ class StemBlock(nn.Layer):
     """Stride-4 stem: 3x3/2 conv, then a 2x2 conv pair beside a 2x2 max pool (both keep the size), their
     concatenation through a 3x3/2 conv and a 1x1 conv."""
 
-    def __init__(self, ch_in: int, mid: int, ch_out: int, **norm: float) -> None:
+    def __init__(self, ch_in: int, mid: int, ch_out: int, **norm: Any) -> None:
         super().__init__()
         self.stem1 = ConvBNAct(ch_in, mid, 3, 2, **norm)
         self.stem2a = ConvBNAct(mid, mid // 2, 2, 1, same_pad=True, **norm)
@@ -129,7 +129,7 @@ class HGBlock(nn.Layer):
     half the output width and expanded by another 1x1 conv; plus the input when `identity`."""
 
     def __init__(self, ch_in: int, mid: int, ch_out: int, kernel: int, layers: int, identity: bool,
-                 light: bool, **norm: float) -> None:
+                 light: bool, **norm: Any) -> None:
         super().__init__()
         self.identity = identity
         self.layers = nn.LayerList()
@@ -156,12 +156,11 @@ class HGStage(nn.Layer):
     """An optional stride-2 depthwise conv (no activation) then `spec.blocks` HG blocks (residual after the
     first)."""
 
-    def __init__(self, spec: StageSpec, **norm: float) -> None:
+    def __init__(self, spec: StageSpec, **norm: Any) -> None:
         super().__init__()
+        self.downsample: Optional[ConvBNAct] = None
         if spec.downsample:
             self.downsample = ConvBNAct(spec.ch_in, spec.ch_in, 3, 2, groups=spec.ch_in, relu=False, **norm)
-        else:
-            self.downsample = None
         blocks = [HGBlock(spec.ch_in if i == 0 else spec.ch_out, spec.mid, spec.ch_out, spec.kernel,
                           spec.layers, identity=i > 0, light=spec.light, **norm) for i in range(spec.blocks)]
         self.blocks = nn.Sequential(*blocks)

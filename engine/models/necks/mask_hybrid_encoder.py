@@ -134,7 +134,7 @@ class MaskFeatFPN(nn.Layer):
         self.scale_heads = nn.LayerList()
         for ch_in, stride in zip(in_channels, strides):
             octaves = (stride // strides[0]).bit_length() - 1
-            head = []
+            head: List[nn.Layer] = []
             for k in range(max(1, octaves)):
                 head.append(nn.Sequential(ConvBN(ch_in if k == 0 else feat_channels, feat_channels, 3)))
                 if octaves:
@@ -144,8 +144,9 @@ class MaskFeatFPN(nn.Layer):
 
     def forward(self, feats: Sequence[paddle.Tensor]) -> paddle.Tensor:
         # every head ends at the finest level's size (inputs are multiples of 32), so no resize is needed
-        output = self.scale_heads[0](feats[0])
-        for head, feat in zip(self.scale_heads[1:], feats[1:]):
+        heads = list(self.scale_heads)
+        output = heads[0](feats[0])
+        for head, feat in zip(heads[1:], feats[1:]):
             output = output + head(feat)
         return self.output_conv(output)
 
@@ -213,7 +214,7 @@ class MaskHybridEncoder(nn.Layer):
         mask_feat = upsample2x_bilinear(self.mask_feat_head(fused)) + self.enc_mask_lateral(feats[0])
         return fused, self.enc_mask_output(mask_feat)
 
-    def _encode(self, encoder: TransformerEncoder, x: paddle.Tensor) -> paddle.Tensor:
+    def _encode(self, encoder: nn.Layer, x: paddle.Tensor) -> paddle.Tensor:
         """Self-attention over the h * w positions of [N, C, h, w]; the position embedding follows the
         shape."""
         if paddle.in_dynamic_mode():
