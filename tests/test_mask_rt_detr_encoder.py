@@ -126,6 +126,12 @@ def test_attention_masks_bool_and_additive_agree_and_hide_keys() -> None:
         MultiHeadAttention(10, 4)
 
 
+def test_input_sides_not_multiples_of_32_are_config_errors() -> None:
+    backbone, neck = _tiny("S")
+    with pytest.raises(ConfigError, match="multiples of 32"):
+        neck(backbone(paddle.zeros([1, 3, 64, 80])))
+
+
 def test_bad_encoder_arguments_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="strides 4, 8, 16"):
         MaskHybridEncoder([8, 16, 32], feat_strides=(8, 16, 32))

@@ -206,7 +206,12 @@ class MaskHybridEncoder(nn.Layer):
     def forward(self, feats: Sequence[paddle.Tensor]) -> Tuple[List[paddle.Tensor], paddle.Tensor]:
         """Backbone maps [N, in_channels[i], H / s_i, W / s_i] (H, W multiples of 32) -> (three fused levels
         [N, hidden_dim, H / s, W / s] for s = 8, 16, 32, mask prototypes [N, num_prototypes, H / 4, W / 4]).
+
+        Raises:
+            ConfigError: the maps do not halve exactly level to level (an input side not a multiple of 32).
         """
+        if paddle.in_dynamic_mode():
+            _check_sizes(feats)
         proj = [conv(feat) for conv, feat in zip(self.input_proj, feats[1:])]
         for encoder, level in zip(self.encoder, self.encoder_levels):
             proj[level] = self._encode(encoder, proj[level])
@@ -239,6 +244,15 @@ class MaskHybridEncoder(nn.Layer):
             down = self.downsample_convs[step](outs[-1])
             outs.append(self.pan_blocks[step](paddle.concat([down, high], axis=1)))
         return outs
+
+
+def _check_sizes(feats: Sequence[paddle.Tensor]) -> None:
+    sizes = [tuple(f.shape[2:]) for f in feats]
+    if any(big != (2 * h, 2 * w) for big, (h, w) in zip(sizes, sizes[1:])):
+        raise ConfigError(f"Mask-RT-DETR needs input heights and widths that are multiples of 32 (its levels "
+                          f"must halve exactly); got maps of {sizes} for an input of about "
+                          f"{sizes[0][0] * 4} x {sizes[0][1] * 4}: use multiples of 32 in TrainReader / "
+                          f"EvalReader (short_sizes, max_size, batch_sizes)")
 
 
 def _check_args(in_channels: Sequence[int], feat_strides: Sequence[int], encoder_idx: Sequence[int],
