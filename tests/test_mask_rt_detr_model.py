@@ -109,6 +109,17 @@ def test_boxes_are_in_original_pixels() -> None:
     assert out["mask"].shape[1:] == (192, 128)
 
 
+def test_fewer_feature_positions_than_queries_is_a_clear_error() -> None:
+    model = tiny()
+    model.eval()
+    inputs = (paddle.zeros([1, 3, 32, 32]), paddle.to_tensor([[32.0, 32.0]]), paddle.to_tensor([[1.0, 1.0]]))
+    with paddle.no_grad():  # 4x4 + 2x2 + 1x1 = 21 positions: 20 queries fit, 30 do not
+        assert model(*inputs)["bbox"].shape[0] == 10
+        model.transformer.cfg.num_queries = 30
+        with pytest.raises(ValueError, match="21 feature positions .* fewer than num_queries=30"):
+            model(*inputs)
+
+
 def test_forward_traces_with_to_static_and_matches_eager() -> None:
     model = tiny()
     model.eval()

@@ -4,7 +4,7 @@ Parameter names are an external contract: `layers.<i>.{self_attn, norm1, cross_a
 linear2, norm3}` reproduce PaddleDetection's `transformer.decoder.*` state_dict (MaskTransformerDecoder).
 """
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -121,10 +121,3 @@ class MaskTransformerDecoder(nn.Layer):
             previous = boxes
             reference = boxes.detach() if self.training else boxes
         return out
-
-
-def split_queries(tensors: Sequence[paddle.Tensor], sizes: Sequence[int], axis: int = 1
-                  ) -> Tuple[List[paddle.Tensor], List[paddle.Tensor]]:
-    """Split each tensor's query axis into (denoising part, matching part)."""
-    parts = [paddle.split(t, list(sizes), axis=axis) for t in tensors]
-    return [p[0] for p in parts], [p[1] for p in parts]

@@ -66,8 +66,9 @@ class MaskRTDETRTransformer(nn.Layer):
     """
 
     def __init__(self, num_classes: int, in_channels: Sequence[int], num_prototypes: int,
-                 cfg: DecoderConfig = DecoderConfig(), eps: float = 1e-2) -> None:
+                 cfg: Optional[DecoderConfig] = None, eps: float = 1e-2) -> None:
         super().__init__()
+        cfg = cfg or DecoderConfig()
         hidden = cfg.hidden_dim
         self.cfg, self.num_classes, self.eps = cfg, num_classes, eps
         self.num_levels = len(in_channels)
@@ -167,6 +168,10 @@ class MaskRTDETRTransformer(nn.Layer):
         anchors, valid = self._anchors(memory.sizes)
         flat = paddle.concat(memory.levels, 1)
         flat = paddle.where(valid, flat, paddle.zeros([1], flat.dtype))
+        positions = flat.shape[1]
+        if positions is not None and 0 < positions < self.cfg.num_queries:  # a static size: dygraph
+            raise ValueError(f"the input has {positions} feature positions over all levels, fewer than "
+                             f"num_queries={self.cfg.num_queries}: use larger images or fewer queries")
         output_memory = self.enc_output(flat)
         scores = self.score_head(output_memory)
         boxes_unact = self.bbox_head(output_memory) + anchors

@@ -56,10 +56,10 @@ class MaskDINOLoss:
     """Args: num_classes; matcher; weights; num_sample_points: mask points per matched mask;
     oversample_ratio, important_sample_ratio: PointRend's uncertainty sampling."""
 
-    def __init__(self, num_classes: int, matcher: HungarianMatcher, weights: LossWeights = LossWeights(),
+    def __init__(self, num_classes: int, matcher: HungarianMatcher, weights: Optional[LossWeights] = None,
                  num_sample_points: int = 12544, oversample_ratio: float = 3.0,
                  important_sample_ratio: float = 0.75) -> None:
-        self.num_classes, self.matcher, self.weights = num_classes, matcher, weights
+        self.num_classes, self.matcher, self.weights = num_classes, matcher, weights or LossWeights()
         self.num_points = num_sample_points
         self.num_oversampled = int(num_sample_points * oversample_ratio)
         self.num_important = int(num_sample_points * important_sample_ratio)

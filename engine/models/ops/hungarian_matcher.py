@@ -34,8 +34,8 @@ class MatchCosts:
 class HungarianMatcher:
     """Args: costs: cost weights; num_sample_points: mask points sampled per image for the mask costs."""
 
-    def __init__(self, costs: MatchCosts = MatchCosts(), num_sample_points: int = 12544) -> None:
-        self.costs = costs
+    def __init__(self, costs: Optional[MatchCosts] = None, num_sample_points: int = 12544) -> None:
+        self.costs = costs or MatchCosts()
         self.num_sample_points = num_sample_points
 
     def __call__(self, boxes: paddle.Tensor, logits: paddle.Tensor, gt_boxes: Sequence[paddle.Tensor],
