@@ -9,6 +9,8 @@ Runs in PaddleDetection's Python (numpy<2). Weights: tests/backbone_golden.seede
 network's activations stay in range); input: `image()` below, batch 2 at 64 x 96 (eval mode, PaddleDetection's
 position embedding computed from the shape); outputs: 4 backbone maps, 3 encoder levels, mask prototypes,
 each reduced by tests/backbone_golden.summary. The test is tests/test_mask_rt_detr_encoder.py.
+X and H were checked the same way once (2026-12-01, SIZES = ("X", "H") into a scratch file): equal too; they
+stay out of the fixture to keep the suite fast (their encoders differ from L's only in width and depth).
 """
 import argparse
 import json
