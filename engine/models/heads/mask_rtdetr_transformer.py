@@ -168,9 +168,8 @@ class MaskRTDETRTransformer(nn.Layer):
         anchors, valid = self._anchors(memory.sizes)
         flat = paddle.concat(memory.levels, 1)
         flat = paddle.where(valid, flat, paddle.zeros([1], flat.dtype))
-        positions = flat.shape[1]
-        if positions is not None and 0 < positions < self.cfg.num_queries:  # a static size: dygraph
-            raise ValueError(f"the input has {positions} feature positions over all levels, fewer than "
+        if paddle.in_dynamic_mode() and flat.shape[1] < self.cfg.num_queries:
+            raise ValueError(f"the input has {flat.shape[1]} feature positions over all levels, fewer than "
                              f"num_queries={self.cfg.num_queries}: use larger images or fewer queries")
         output_memory = self.enc_output(flat)
         scores = self.score_head(output_memory)
