@@ -140,6 +140,10 @@ def test_bad_encoder_arguments_are_config_errors() -> None:
         MaskHybridEncoder([8, 16, 32, 64], encoder_idx=(0,))
     with pytest.raises(ConfigError, match="size must be one of"):
         build_backbone_and_neck("XL")
+    with pytest.raises(ConfigError, match="encoder_hidden_dim must be a positive multiple of 8.*got 60"):
+        build_backbone_and_neck("S", MaskRTDETRArchitecture(encoder_hidden_dim=60))
+    with pytest.raises(ConfigError, match="backbone_width_mult.*mask_feat_channels must be 2"):
+        build_backbone_and_neck("S", MaskRTDETRArchitecture(backbone_width_mult=2.0, mask_feat_channels=[8]))
 
 
 @pytest.mark.parametrize("size", golden.SIZES)

@@ -37,10 +37,14 @@ def build_backbone_and_neck(size: str, arch: Optional[MaskRTDETRArchitecture] = 
 
     `neck(backbone(image))` gives (three fused levels at strides 8, 16, 32, mask prototypes at stride 4);
     `neck.out_channels` and `neck.num_prototypes` size the decoder.
+
+    Raises:
+        ConfigError: an unknown size, or an Architecture width that cannot work (named by its key).
     """
     if size not in SIZES:
         raise ConfigError(f"Mask-RT-DETR size must be one of {', '.join(SIZES)}, got {size!r}")
     arch = arch or MaskRTDETRArchitecture()
+    _check_widths(arch)
     spec = SIZES[size]
     stem_lr = 0.0 if arch.freeze_stem else spec.backbone_lr
     backbone = PPHGNetV2(size, lr_mult_list=(stem_lr,) + (spec.backbone_lr,) * 4,
@@ -55,3 +59,23 @@ def build_backbone_and_neck(size: str, arch: Optional[MaskRTDETRArchitecture] = 
                              num_prototypes=arch.num_prototypes or spec.num_prototypes,
                              expansion=spec.expansion, mask_feat_channels=mask_channels)
     return backbone, neck
+
+
+def _check_widths(arch: MaskRTDETRArchitecture) -> None:
+    """The width knobs, checked here so that errors name the Architecture key."""
+    problems = []
+    if not 0.0 < arch.backbone_width_mult <= 1.0:
+        problems.append(f"backbone_width_mult must be in (0, 1], got {arch.backbone_width_mult}")
+    if arch.encoder_hidden_dim is not None and (arch.encoder_hidden_dim <= 0 or arch.encoder_hidden_dim % 8):
+        problems.append(f"encoder_hidden_dim must be a positive multiple of 8 (8 attention heads, a 4-part "
+                        f"position embedding), got {arch.encoder_hidden_dim}")
+    for key in ("encoder_ffn_dim", "num_prototypes"):
+        value = getattr(arch, key)
+        if value is not None and value <= 0:
+            problems.append(f"{key} must be positive, got {value}")
+    channels = arch.mask_feat_channels
+    if channels is not None and (len(channels) != 2 or min(channels) <= 0):
+        problems.append(f"mask_feat_channels must be 2 positive widths [mask FPN, mask branch], "
+                        f"got {list(channels)}")
+    if problems:
+        raise ConfigError("Architecture: " + "; ".join(problems))
