@@ -17,14 +17,17 @@ from paddle.regularizer import L2Decay
 
 class ConvBN(nn.Layer):
     """k x k conv ("same" padding, no bias) + BatchNorm (BN parameters without weight decay), then SiLU when
-    `act`."""
+    `act`. The conv starts uniform in +-1/sqrt(fan_in) (PaddleDetection's BaseConv), or with Paddle's
+    default He-normal init when `he_init` (its RepVGG branches): it matters when training from scratch."""
 
-    def __init__(self, ch_in: int, ch_out: int, kernel: int, stride: int = 1, act: bool = True) -> None:
+    def __init__(self, ch_in: int, ch_out: int, kernel: int, stride: int = 1, act: bool = True,
+                 he_init: bool = False) -> None:
         super().__init__()
         self.act = act
         bound = 1.0 / math.sqrt(ch_in * kernel * kernel)
-        self.conv = nn.Conv2D(ch_in, ch_out, kernel, stride, padding=(kernel - 1) // 2,
-                              weight_attr=ParamAttr(initializer=Uniform(-bound, bound)), bias_attr=False)
+        init = None if he_init else ParamAttr(initializer=Uniform(-bound, bound))
+        self.conv = nn.Conv2D(ch_in, ch_out, kernel, stride, padding=(kernel - 1) // 2, weight_attr=init,
+                              bias_attr=False)
         self.bn = nn.BatchNorm2D(ch_out, weight_attr=ParamAttr(regularizer=L2Decay(0.0)),
                                  bias_attr=ParamAttr(regularizer=L2Decay(0.0)))
 
@@ -38,8 +41,8 @@ class RepVggBlock(nn.Layer):
 
     def __init__(self, ch_in: int, ch_out: int) -> None:
         super().__init__()
-        self.conv1 = ConvBN(ch_in, ch_out, 3, act=False)
-        self.conv2 = ConvBN(ch_in, ch_out, 1, act=False)
+        self.conv1 = ConvBN(ch_in, ch_out, 3, act=False, he_init=True)
+        self.conv2 = ConvBN(ch_in, ch_out, 1, act=False, he_init=True)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return F.silu(self.conv1(x) + self.conv2(x))
