@@ -14,6 +14,7 @@ from engine.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+DEMOS = {p.stem for p in CONFIGS if p.stem == "demo" or p.stem.startswith("demo_")}  # demo, demo_<family>
 
 
 def _error(path, overrides: List[str]) -> str:
@@ -31,21 +32,25 @@ def _write(path: Path, text: str) -> Path:
 
 # --------------------------------------------------------------------------------------------- shipped
 def test_one_config_per_model():
-    assert {p.stem for p in CONFIGS} == set(MODEL_FAMILIES) | {"demo"}
+    assert {p.stem for p in CONFIGS} == set(MODEL_FAMILIES) | DEMOS and "demo" in DEMOS
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_loads(path):
     cfg = load_config(str(path), [])
     assert isinstance(cfg, DictConfig)
-    if path.stem != "demo":
-        assert cfg.Global.model == path.stem
-        assert cfg.Train.epochs_iters == 40 and cfg.Train.warmup_steps == 100
-        assert cfg.Train.num_classes == 2 and cfg.Train.log_interval == 10 and cfg.Train.eval_interval == 1
+    if path.stem in DEMOS:  # demo-sized knobs and schedules of their own
+        assert cfg.Global.model in MODEL_FAMILIES and cfg.Global.mode == "train"
+        return
+    assert cfg.Global.model == path.stem
+    assert cfg.Train.epochs_iters == 40 and cfg.Train.warmup_steps == 100
+    assert cfg.Train.num_classes == 2 and cfg.Train.log_interval == 10 and cfg.Train.eval_interval == 1
     if MODEL_FAMILIES[cfg.Global.model] in ("rcnn", "solov2"):
         assert cfg.Architecture.fpn_channels > 0
+    elif MODEL_FAMILIES[cfg.Global.model] == "mask_rt_detr":
+        assert cfg.Architecture.num_queries == 300 and cfg.Architecture.num_denoising == 100
     else:
-        assert len(cfg.Architecture) == 0
+        assert MODEL_FAMILIES[cfg.Global.model] == "ppyoloe_seg" and cfg.Architecture.depth_mult == 0.33
 
 
 def test_paddlex_defaults_per_model():

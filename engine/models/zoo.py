@@ -19,6 +19,7 @@ from .detectors.cascade_mask_rcnn import build_cascade_mask_rcnn
 from .detectors.mask_rcnn import build_mask_rcnn
 from .detectors.solov2 import build_solov2
 from .detectors.ppyoloe_seg import build_ppyoloe_seg
+from .detectors.mask_rt_detr import build_mask_rt_detr
 
 MODELS: Dict[str, Callable[..., nn.Layer]] = {
     "MaskRCNN-ResNet50": partial(build_mask_rcnn, depth=50, fpn=False),
@@ -32,6 +33,11 @@ MODELS: Dict[str, Callable[..., nn.Layer]] = {
                                                        lr_mult_list=(0.05, 0.05, 0.1, 0.15)),
     "SOLOv2": partial(build_solov2, depth=50),
     "PP-YOLOE_seg-S": build_ppyoloe_seg,
+    "Mask-RT-DETR-S": partial(build_mask_rt_detr, size="S"),
+    "Mask-RT-DETR-M": partial(build_mask_rt_detr, size="M"),
+    "Mask-RT-DETR-L": partial(build_mask_rt_detr, size="L"),
+    "Mask-RT-DETR-X": partial(build_mask_rt_detr, size="X"),
+    "Mask-RT-DETR-H": partial(build_mask_rt_detr, size="H"),
 }
 
 

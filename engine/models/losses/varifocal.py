@@ -18,3 +18,16 @@ def varifocal_loss(score: paddle.Tensor, target: paddle.Tensor, label: paddle.Te
     """
     weight = alpha * score.pow(gamma) * (1.0 - label) + target * label
     return F.binary_cross_entropy(score, target, weight=weight, reduction="sum")
+
+
+def varifocal_loss_with_logits(logits: paddle.Tensor, target: paddle.Tensor, label: paddle.Tensor,
+                               alpha: float = 0.75, gamma: float = 2.0) -> paddle.Tensor:
+    """`varifocal_loss` on logits (stable for confident predictions), unreduced.
+
+    Args:
+        logits: float32 [..., C] class logits; target, label: as in `varifocal_loss`.
+    Returns:
+        float32 [..., C] the weighted binary cross-entropy of every element.
+    """
+    weight = alpha * F.sigmoid(logits).pow(gamma) * (1.0 - label) + target * label
+    return F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none")
