@@ -16,6 +16,7 @@ from ..ops.box_format import xyxy_to_cxcywh
 from ..ops.detr_postprocess import top_query_detections
 from ..ops.hungarian_matcher import HungarianMatcher
 from .mask_rt_detr_parts import build_backbone_and_neck
+from .export_inputs import image_input_spec
 
 Batch = Dict[str, Any]
 
@@ -72,11 +73,7 @@ class MaskRTDETR(nn.Layer):
 
     def export_spec(self) -> Dict[str, paddle.static.InputSpec]:
         """Inputs of `forward`, in order, for `paddle.jit.to_static` (batch and image size dynamic)."""
-        return {
-            "image": paddle.static.InputSpec([None, 3, None, None], "float32", "image"),
-            "im_shape": paddle.static.InputSpec([None, 2], "float32", "im_shape"),
-            "scale_factor": paddle.static.InputSpec([None, 2], "float32", "scale_factor"),
-        }
+        return image_input_spec()
 
 
 def detr_targets(batch: Batch) -> Targets:
