@@ -10,7 +10,7 @@ from dataset_tools.synthetic import make_coco_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["TrainReader.short_sizes=[96]", "TrainReader.max_size=96", "TrainReader.batch_sizes=[96]",
-         "EvalReader.short_sizes=[96]", "EvalReader.max_size=96", "Train.batch_size=2",
+         "EvalReader.target_size=[96, 96]", "Train.batch_size=2",
          "Train.epochs_iters=1", "Train.log_interval=1", "Train.eval_interval=1", "Train.save_interval=1",
          "Evaluate.batch_size=2", "Architecture.encoder_hidden_dim=32", "Architecture.encoder_ffn_dim=64",
          "Architecture.hidden_dim=32", "Architecture.num_queries=20", "Architecture.num_decoder_layers=2",

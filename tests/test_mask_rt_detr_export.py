@@ -18,7 +18,7 @@ def test_exported_mask_rt_detr_matches_dynamic_graph(run_mode, tmp_path):
     model.eval()
     cfg = make_cfg(tmp_path)
     cfg.Global.model = "Mask-RT-DETR-S"
-    cfg.EvalReader.short_sizes, cfg.EvalReader.max_size, cfg.EvalReader.keep_ratio = [96], 96, False
+    cfg.EvalReader.target_size, cfg.EvalReader.keep_ratio = [96, 96], False
     cfg.EvalReader.pad_stride = 0
     export_model(model, cfg, str(tmp_path / "inference"))
     deploy = DeployPredictor(tmp_path / "inference", device="cpu", cpu_threads=1, run_mode=run_mode)
