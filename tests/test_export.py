@@ -421,3 +421,16 @@ def test_real_rcnn_without_detections(name, tmp_path):
         assert deploy._fallback is None  # oneDNN ran every batch itself
         results = list(deploy.predict(images(), threshold=0.0))
         assert len(results) == 3 and all(not r.boxes and not r.masks for r in results)
+
+
+def test_deployment_imports_no_training_code():
+    """An exported model runs with the preprocessing, input and result modules only."""
+    import subprocess
+    import sys
+    code = ("import sys, engine.deployment.inference; print(' '.join(m for m in sys.modules "
+            "if m.startswith(('engine.training', 'engine.models', 'engine.config', 'engine.evaluation', "
+            "'engine.data.loader', 'engine.data.transforms', 'engine.data.augment', 'omegaconf'))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ""

@@ -12,7 +12,7 @@ import engine.models.zoo
 from dataset_tools.synthetic import make_coco_dataset
 from engine.config.schema import InstSegConfig
 from engine.data.loader import build_loader
-from engine.data.preprocess import Preprocess, resized_size
+from engine.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, normalize_table, resized_size
 from engine.deployment.exporter import export_model
 from engine.deployment.inference import DeployPredictor
 from engine.errors import ConfigError
@@ -22,9 +22,12 @@ from export_standin import StandInDetector
 KEEP_RATIO = {"target_size": [64, 96], "keep_ratio": True, "interp": 2, "pad_stride": 32}  # R-CNN style
 STRETCH = {"target_size": [64, 64], "keep_ratio": False, "interp": 2, "pad_stride": 0,  # PP-YOLOE / RT-DETR
            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+NORMALIZE_FIRST = {**KEEP_RATIO, "interp": 1, "normalize_first": True}  # SOLOv2 style
+READERS = {"keep_ratio": KEEP_RATIO, "stretch": STRETCH, "normalize_first": NORMALIZE_FIRST}
 # for a 50x70 image: ppdet's Resize gives these sizes and reports new / original per axis
 EXPECTED = {"keep_ratio": ([64, 90], [64 / 50, 90 / 70], (64, 96)),
-            "stretch": ([64, 64], [64 / 50, 64 / 70], (64, 64))}
+            "stretch": ([64, 64], [64 / 50, 64 / 70], (64, 64)),
+            "normalize_first": ([64, 90], [64 / 50, 90 / 70], (64, 96))}
 
 
 def test_resized_size_follows_ppdet():
@@ -60,16 +63,34 @@ def test_interpolation_is_opencvs(interp):
     np.testing.assert_allclose(out["image"], expected, atol=1e-4)
 
 
+def test_normalize_first_resizes_the_normalised_image():
+    """ppdet's SOLOv2 order: normalise, then resize in float32 (no rounding to uint8 in between)."""
+    rgb = np.random.default_rng(3).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    first = Preprocess((64, 96), True, 1, normalize_first=True).sample({"image": rgb.copy()})["image"]
+    table = normalize_table(IMAGENET_MEAN, IMAGENET_STD)
+    normalised = np.stack([table[c][rgb[:, :, c]] for c in range(3)], axis=-1)
+    expected = cv2.resize(normalised, (90, 64), interpolation=1).transpose(2, 0, 1)
+    np.testing.assert_array_equal(first, expected)
+    after = Preprocess((64, 96), True, 1).sample({"image": rgb.copy()})["image"]
+    # linear interpolation commutes with the affine normalisation: the orders differ only by OpenCV's uint8
+    # resize (fixed-point weights, rounded result), within one grey level
+    assert 0 < np.abs(first - after).max() <= 1 / 255 / min(IMAGENET_STD)
+    ops = Preprocess((64, 96), normalize_first=True).to_ops()
+    assert [op["type"] for op in ops] == ["NormalizeImage", "Resize", "Permute", "PadStride"]
+    assert Preprocess.from_ops(ops).normalize_first is True
+
+
 def test_ops_round_trip_and_bad_ops():
-    for reader in (KEEP_RATIO, STRETCH):
+    for reader in READERS.values():
         pre = Preprocess.from_reader(OmegaConf.merge(OmegaConf.structured(InstSegConfig).EvalReader, reader))
         assert Preprocess.from_ops(pre.to_ops()) == pre
-        assert [op["type"] for op in pre.to_ops()] == ["Resize", "NormalizeImage", "Permute", "PadStride"]
+        first = ["NormalizeImage", "Resize"] if pre.normalize_first else ["Resize", "NormalizeImage"]
+        assert [op["type"] for op in pre.to_ops()] == first + ["Permute", "PadStride"]
     ops = Preprocess((64, 96)).to_ops()
     with pytest.raises(ConfigError, match="m/inference.yml.*Crop"):
         Preprocess.from_ops(ops + [{"type": "Crop"}], "m/inference.yml")
     with pytest.raises(ConfigError, match="order"):
-        Preprocess.from_ops([ops[1], ops[0]])
+        Preprocess.from_ops([ops[2], ops[0], ops[1]])
     with pytest.raises(ConfigError, match="interp"):
         Preprocess((64, 96), interp=7)
 
@@ -89,14 +110,14 @@ class Recorder(paddle.nn.Layer):
         return {"bbox": paddle.zeros([0, 6]), "bbox_num": paddle.zeros([n], "int32")}
 
 
-@pytest.mark.parametrize("case", ["keep_ratio", "stretch"])
+@pytest.mark.parametrize("case", list(READERS))
 def test_evaluate_predict_and_export_feed_identical_inputs(case, tmp_path, monkeypatch):
     """The acceptance test of the one preprocessing path: an odd-sized 50x70 image."""
     root = make_coco_dataset(tmp_path / "data", num_train=1, num_val=1, size=(50, 70), seed=5)
     cfg = OmegaConf.structured(InstSegConfig)
     cfg.Global.dataset_dir, cfg.Global.output = str(root), str(tmp_path / "out")
     cfg.Train.num_classes, cfg.Train.num_workers, cfg.Evaluate.batch_size = 3, 0, 1
-    cfg.EvalReader = OmegaConf.merge(cfg.EvalReader, KEEP_RATIO if case == "keep_ratio" else STRETCH)
+    cfg.EvalReader = OmegaConf.merge(cfg.EvalReader, READERS[case])
     loader = build_loader(cfg, "val")
     evaluated = {k: v.numpy() for k, v in next(iter(loader)).items()}
     image_file = Path(root) / "images" / loader.dataset.coco.imgs[int(evaluated["im_id"][0])]["file_name"]

@@ -137,6 +137,7 @@ class EvalReaderSection:
     mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # RGB, after / 255
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     pad_stride: int = 32  # pad the batch to a multiple of this (0 = none)
+    normalize_first: bool = False  # normalise, then resize in float32 (ppdet's SOLOv2 order)
 
 
 @dataclass

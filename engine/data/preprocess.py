@@ -8,8 +8,9 @@ exactly the steps it was evaluated with. Semantics (ppdet `Resize`):
 - keep_ratio: one scale `s = min(min(target) / min(h, w), max(target) / max(h, w))`, new size
   `floor(dim * s + 0.5)` per axis; keep_ratio false: exactly `target_size` as (h, w).
 - `scale_factor` is reported per axis as (new_h / h, new_w / w), `im_shape` as (new_h, new_w).
-- normalisation is `((x * 1/255) - mean) / std` per RGB channel with ppdet's float32 / float64 steps,
-  applied to the resized uint8 image (one 256-entry table per channel).
+- normalisation is `((x * 1/255) - mean) / std` per RGB channel with ppdet's float32 / float64 steps
+  (one 256-entry table per channel), applied to the resized uint8 image, or with `normalize_first` (ppdet's
+  SOLOv2 readers) to the original image, which is then resized in float32.
 - a batch is zero-padded bottom/right to its largest image, rounded up to `pad_stride` (0 = no rounding).
 
 Only numpy and OpenCV are imported here, so a deployment needs no training code.
@@ -27,6 +28,7 @@ INTERPOLATIONS = {0: "nearest", 1: "linear", 2: "cubic", 3: "area", 4: "lanczos4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OP_TYPES = ("Resize", "NormalizeImage", "Permute", "PadStride")  # the order they run in
+NORMALIZE_FIRST_OP_TYPES = ("NormalizeImage", "Resize", "Permute", "PadStride")  # with normalize_first
 
 Sample = Dict[str, Any]
 
@@ -51,6 +53,14 @@ def normalize_table(mean: Sequence[float], std: Sequence[float], is_scale: bool 
     return (shifted.astype(np.float64) / np.asarray(std, np.float64)[:, None]).astype(np.float32)
 
 
+def normalize_image(image: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """uint8 RGB [H, W, 3] -> float32 [H, W, 3] through `normalize_table`'s table."""
+    out = np.empty(image.shape, np.float32)
+    for c in range(3):  # three channels, not instances
+        np.take(table[c], image[:, :, c], out=out[:, :, c])
+    return out
+
+
 def normalize_permute_image(image: np.ndarray, table: np.ndarray) -> np.ndarray:
     """uint8 RGB [H, W, 3] -> float32 [3, H, W] through `normalize_table`'s table (a gather is ~3x faster
     than float arithmetic on the whole image)."""
@@ -71,6 +81,8 @@ class Preprocess:
         mean, std: per RGB channel, applied after scaling to [0, 1] when `is_scale`.
         is_scale: divide by 255 before normalising.
         pad_stride: pad the batch to a multiple of this (0 = to the largest image only).
+        normalize_first: normalise the original image, then resize it in float32 (ppdet's SOLOv2 order);
+            otherwise resize the uint8 image, then normalise.
     """
 
     target_size: Tuple[int, int]
@@ -80,6 +92,7 @@ class Preprocess:
     std: Tuple[float, float, float] = IMAGENET_STD
     is_scale: bool = True
     pad_stride: int = 0
+    normalize_first: bool = False
 
     def __post_init__(self) -> None:
         if len(self.target_size) != 2 or min(self.target_size) <= 0:
@@ -99,7 +112,7 @@ class Preprocess:
         return cls(target_size=(int(reader.target_size[0]), int(reader.target_size[1])),
                    keep_ratio=bool(reader.keep_ratio), interp=int(reader.interp),
                    mean=tuple(float(v) for v in reader.mean), std=tuple(float(v) for v in reader.std),
-                   pad_stride=int(reader.pad_stride))
+                   pad_stride=int(reader.pad_stride), normalize_first=bool(reader.normalize_first))
 
     @classmethod
     def from_ops(cls, ops: Sequence[Dict[str, Any]], source: str = "inference.yml") -> "Preprocess":
@@ -110,9 +123,10 @@ class Preprocess:
         if unknown or "Resize" not in types:
             raise ConfigError(f"{source}: Preprocess must have a Resize and only {', '.join(OP_TYPES)}; got "
                               f"{types}. Re-export the model with this version of InstSeg.")
-        if types != [t for t in OP_TYPES if t in types]:
-            raise ConfigError(f"{source}: Preprocess ops run in the order {', '.join(OP_TYPES)}; "
-                              f"got {types}.")
+        orders = [[t for t in order if t in types] for order in (OP_TYPES, NORMALIZE_FIRST_OP_TYPES)]
+        if types not in orders:
+            raise ConfigError(f"{source}: Preprocess ops run in the order {', '.join(OP_TYPES)} (or with "
+                              f"NormalizeImage first); got {types}.")
         by_type = {op["type"]: op for op in ops}
         resize, norm = by_type["Resize"], by_type.get("NormalizeImage")
         try:
@@ -122,20 +136,19 @@ class Preprocess:
                        mean=tuple(float(v) for v in norm["mean"]) if norm else (0.0, 0.0, 0.0),
                        std=tuple(float(v) for v in norm["std"]) if norm else (1.0, 1.0, 1.0),
                        is_scale=bool(norm.get("is_scale", True)) if norm else False,
-                       pad_stride=int(by_type.get("PadStride", {}).get("stride", 0)))
+                       pad_stride=int(by_type.get("PadStride", {}).get("stride", 0)),
+                       normalize_first=bool(norm) and types.index("NormalizeImage") < types.index("Resize"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: malformed Preprocess op ({exc!r}): {list(ops)}") from None
 
     def to_ops(self) -> List[Dict[str, Any]]:
         """inference.yml `Preprocess` (PaddleDetection's op names and fields)."""
-        return [
-            {"type": "Resize", "target_size": [int(v) for v in self.target_size],
-             "keep_ratio": self.keep_ratio, "interp": self.interp},
-            {"type": "NormalizeImage", "mean": [float(v) for v in self.mean],
-             "std": [float(v) for v in self.std], "is_scale": self.is_scale},
-            {"type": "Permute"},
-            {"type": "PadStride", "stride": self.pad_stride},
-        ]
+        resize = {"type": "Resize", "target_size": [int(v) for v in self.target_size],
+                  "keep_ratio": self.keep_ratio, "interp": self.interp}
+        normalize = {"type": "NormalizeImage", "mean": [float(v) for v in self.mean],
+                     "std": [float(v) for v in self.std], "is_scale": self.is_scale}
+        first = [normalize, resize] if self.normalize_first else [resize, normalize]
+        return first + [{"type": "Permute"}, {"type": "PadStride", "stride": self.pad_stride}]
 
     def sample(self, sample: Sample) -> Sample:
         """Resize and normalise `sample["image"]` (uint8 RGB [H, W, 3]) to float32 [3, h, w]; set
@@ -143,8 +156,13 @@ class Preprocess:
         image = sample["image"]
         h, w = image.shape[:2]
         new_h, new_w = resized_size(h, w, self.target_size, self.keep_ratio)
-        resized = cv2.resize(image, (new_w, new_h), interpolation=self.interp)
-        sample["image"] = normalize_permute_image(resized, self._table())
+        if self.normalize_first:
+            normalized = normalize_image(image, self._table())
+            resized = cv2.resize(normalized, (new_w, new_h), interpolation=self.interp)
+            sample["image"] = np.ascontiguousarray(resized.reshape(new_h, new_w, 3).transpose(2, 0, 1))
+        else:
+            resized = cv2.resize(image, (new_w, new_h), interpolation=self.interp)
+            sample["image"] = normalize_permute_image(resized, self._table())
         sample["im_shape"] = np.array([new_h, new_w], np.float32)
         sample["scale_factor"] = np.array([new_h / h, new_w / w], np.float32)
         return sample
