@@ -1,13 +1,13 @@
 """An exported tiny Mask-RT-DETR on Paddle Inference (Paddle kernels and oneDNN, the CPU default) gives the
 dynamic graph's detections for a batch of images of different original sizes, without falling back."""
-import numpy as np
 import paddle
 import pytest
 
 from engine.deployment.exporter import export_model
 from engine.deployment.inference import DeployPredictor
 from engine.models.zoo import build_model
-from test_export import BOX_TOL, MASK_TOL, dynamic, images, make_cfg
+from export_tolerance import assert_same_detections, float32_rtol
+from test_export import dynamic, images, make_cfg
 from test_mask_rt_detr_model import TINY
 
 
@@ -27,9 +27,7 @@ def test_exported_mask_rt_detr_matches_dynamic_graph(run_mode, tmp_path):
     with paddle.no_grad():
         eager = dynamic(model, deploy.preprocessor.batch(images()))
     k = TINY.num_top_queries
-    assert static["bbox_num"].tolist() == eager["bbox_num"].tolist() == [k, k, k]
-    np.testing.assert_array_equal(static["bbox"][:, 0], eager["bbox"][:, 0])
-    tol = BOX_TOL if run_mode == "paddle" else 1e-2  # oneDNN's convolutions round differently
-    np.testing.assert_allclose(static["bbox"][:, 1:], eager["bbox"][:, 1:], atol=tol)
-    assert static["mask"].shape == eager["mask"].shape == (3 * k, 80, 70)
-    assert np.mean(static["mask"] != eager["mask"]) <= (MASK_TOL if run_mode == "paddle" else 0.01)
+    assert static["bbox_num"].tolist() == [k, k, k] and static["mask"].shape == (3 * k, 80, 70)
+    # the tiny model's deepest path: ~40 convolutions (backbone, encoder, prototypes) and 2 decoder layers
+    # of attention + feed-forward, with sums of up to 32 channels x 3 x 3 taps
+    assert_same_detections(static, eager, images(), float32_rtol(depth=50, fan_in=32 * 9), run_mode)
