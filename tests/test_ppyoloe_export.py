@@ -11,7 +11,8 @@ from engine.config.architectures import PPYOLOESegArchitecture
 from engine.deployment.exporter import export_model
 from engine.deployment.inference import DeployPredictor
 from engine.models.zoo import build_model
-from test_export import BOX_TOL, MASK_TOL, dynamic, images, make_cfg
+from export_tolerance import assert_same_detections, float32_rtol
+from test_export import dynamic, images, make_cfg
 
 TINY = PPYOLOESegArchitecture(width_mult=0.125, keep_top_k=50)
 
@@ -36,6 +37,11 @@ def _export(tmp_path: Path, class_bias: float) -> tuple:
     return model, tmp_path / "inference"
 
 
+# the tiny model's deepest path: ~30 convolutions (CSPResNet, PAN, head) with sums of up to 64 channels
+# x 3 x 3 taps; the scaled prototypes and coefficients (x 3000, x 300) leave the relative error unchanged
+RTOL = float32_rtol(depth=30, fan_in=64 * 9)
+
+
 @pytest.mark.parametrize("run_mode", ["mkldnn", "paddle"])
 def test_exported_matches_dynamic_graph(run_mode: str, tmp_path: Path) -> None:
     model, folder = _export(tmp_path, class_bias=0.0)
@@ -44,12 +50,8 @@ def test_exported_matches_dynamic_graph(run_mode: str, tmp_path: Path) -> None:
         feeds = deploy.preprocessor.batch(batch)
         static, eager = deploy.raw(batch), dynamic(model, feeds)
         assert deploy._fallback is None
-        assert static["bbox_num"].tolist() == eager["bbox_num"].tolist() and eager["bbox_num"].min() > 0
-        np.testing.assert_array_equal(static["bbox"][:, 0], eager["bbox"][:, 0])
-        tol = 1e-2 if run_mode == "mkldnn" else BOX_TOL  # oneDNN's conv algorithms round differently
-        np.testing.assert_allclose(static["bbox"][:, 1:], eager["bbox"][:, 1:], atol=tol)
-        assert static["mask"].shape == eager["mask"].shape and eager["mask"].sum() > 0
-        assert np.mean(static["mask"] != eager["mask"]) <= MASK_TOL
+        assert eager["bbox_num"].min() > 0 and eager["mask"].sum() > 0
+        assert_same_detections(static, eager, batch, RTOL, run_mode)
     # another input size than the exported one: anchors come from the feature shapes
     feeds = deploy.preprocessor.batch(images()[:1])
     feeds["image"] = np.ascontiguousarray(np.tile(feeds["image"], (1, 1, 2, 1)))
@@ -59,7 +61,8 @@ def test_exported_matches_dynamic_graph(run_mode: str, tmp_path: Path) -> None:
                                             for n in predictor.get_output_names()]))
     eager = dynamic(model, feeds)
     assert static["bbox_num"].tolist() == eager["bbox_num"].tolist() and eager["bbox_num"][0] > 0
-    np.testing.assert_allclose(static["bbox"][:, 1:], eager["bbox"][:, 1:], atol=1e-2)
+    np.testing.assert_allclose(static["bbox"][:, 1:], eager["bbox"][:, 1:], rtol=0,
+                               atol=RTOL * 2 * max(max(im.shape[:2]) for im in images()[:1]))
 
 
 def test_exported_without_detections(tmp_path: Path) -> None:
