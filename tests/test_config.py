@@ -297,3 +297,9 @@ def test_saved_config_loads_back(path, tmp_path):
     saved = _write(tmp_path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     again = load_config(str(saved), [])
     assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg)
+
+
+def test_export_save_dir_is_a_schema_key():
+    assert load_config(None, []).Export.save_dir is None
+    assert load_config(None, ["Export.save_dir=out/my_export"]).Export.save_dir == "out/my_export"
+    assert "Did you mean Export.save_dir?" in _error(None, ["Export.save_dri=x"])

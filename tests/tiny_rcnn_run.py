@@ -14,7 +14,7 @@ DEMO = REPO / "demo_data" / "instance_seg"
 # the demo Mask R-CNN (configs/demo.yaml) at 64 px with narrow layers
 TINY = ["Architecture.base_channels=8", "Architecture.fpn_channels=16", "Architecture.box_head_dim=32",
         "Architecture.mask_head_channels=8", "TrainReader.short_sizes=[64]", "TrainReader.max_size=64",
-        "EvalReader.short_sizes=[64]", "EvalReader.max_size=64", "Train.batch_size=2",
+        "EvalReader.target_size=[64, 64]", "Train.batch_size=2",
         "Evaluate.batch_size=2", "Train.warmup_steps=2", "Train.log_interval=1", "Global.cpu_threads=1"]
 
 

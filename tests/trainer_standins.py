@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.config.schema import InstSegConfig  # noqa: E402
+from engine.data.loader import EpochBatchSampler  # noqa: E402
 from engine.training.trainer import TrainHooks  # noqa: E402
 
 IMAGE = 8
@@ -29,22 +30,26 @@ NUM_VAL = 6
 
 
 class TinyDataset(paddle.io.Dataset):
-    """Fixed random images; class 1 images are brighter. Training flips images at random (NumPy RNG)."""
+    """Fixed random images; class 1 images are brighter. Training flips images at random, drawn per
+    (seed, epoch, index) as the engine's ReaderDataset draws its augmentations."""
 
     label_names = ["dark", "bright"]
 
     def __init__(self, num: int, seed: int, train: bool) -> None:
         rng = np.random.RandomState(seed)
         self.labels = rng.randint(0, 2, size=num)
-        self.images = (rng.randn(num, 3, IMAGE, IMAGE) + self.labels[:, None, None, None] * 0.8).astype("float32")
-        self.train = train
+        brightness = self.labels[:, None, None, None] * 0.8
+        self.images = (rng.randn(num, 3, IMAGE, IMAGE) + brightness).astype("float32")
+        self.train, self.seed, self.epoch = train, seed, 0
+        self.loads = 0  # __getitem__ calls in this process
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> Tuple[np.ndarray, int, int]:
+        self.loads += 1
         image = self.images[i]
-        if self.train and np.random.rand() < 0.5:
+        if self.train and np.random.default_rng([self.seed, self.epoch, i]).random() < 0.5:
             image = image[:, :, ::-1].copy()
         return image, int(self.labels[i]), i + 1
 
@@ -82,7 +87,7 @@ class TinyModel(paddle.nn.Layer):
     def loss(self, batch: Dict[str, Any]) -> Dict[str, paddle.Tensor]:
         logits = self._logits(batch["image"])
         labels = paddle.concat(batch["gt_class"]).astype("int64")
-        # the model draws from Paddle's stream only: with num_workers=0 the loader thread uses NumPy's
+        # the model draws from Paddle's stream only, as the engine's models do
         keep = (paddle.rand([len(batch["gt_class"])]) < 0.9).numpy()
         keep[0] = True
         idx = paddle.to_tensor(np.nonzero(keep)[0])
@@ -99,14 +104,13 @@ def build_loader(cfg: DictConfig, split: str) -> Tuple[paddle.io.DataLoader, Tin
     dataset = TinyDataset(NUM_TRAIN if train else NUM_VAL, seed=0 if train else 1, train=train)
     bs = int(cfg.Train.batch_size)
     world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
-    if train and world > 1:
-        sampler = paddle.io.DistributedBatchSampler(dataset, batch_size=bs, shuffle=True, drop_last=True)
-    elif world > 1:  # the engine's val sharding: every image on exactly one rank
+    if not train and world > 1:  # the engine's val sharding: every image on exactly one rank
         from engine.data.loader import ShardBatchSampler
 
         sampler = ShardBatchSampler(dataset, bs, world, int(os.environ["PADDLE_TRAINER_ID"]))
     else:
-        sampler = paddle.io.BatchSampler(dataset, batch_size=bs, shuffle=train, drop_last=train)
+        ranks = {} if train else {"num_replicas": 1, "rank": 0}
+        sampler = EpochBatchSampler(dataset, batch_size=bs, shuffle=train, drop_last=train, **ranks)
     workers = int(cfg.Train.num_workers) if train else 0
     loader = paddle.io.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers)
     return loader, dataset

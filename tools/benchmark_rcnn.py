@@ -9,8 +9,8 @@ proposals are anchors spread over the image: the detection count reaches `keep_t
     python tools/benchmark_rcnn.py --threads 2 --detections 16 100 [--exported] \
         --ppdet-root /path/to/PaddleDetection --ppdet-python /path/to/venv/bin/python
 
-`--exported` adds a third side for inference: ours exported (engine.deployment.exporter) and run by Paddle Inference
-(engine.deployment.inference.DeployPredictor, `--run-mode`), fed the same preprocessed input.
+`--exported` adds a third side for inference: ours exported (engine.deployment.exporter) and run by Paddle
+Inference (engine.deployment.inference.DeployPredictor, `--run-mode`), fed the same preprocessed input.
 
 `--ppdet-root` is a checkout of PaddleDetection develop (not committed here); without it only ours
 runs. PaddleDetection's side needs numpy<2 in its own environment, hence `--ppdet-python`.
@@ -174,7 +174,8 @@ def _worker_ours(args) -> Dict:
 
 
 def _worker_exported(args) -> Dict:
-    """Ours, exported with engine.deployment.exporter and run by Paddle Inference (engine.deployment.inference.DeployPredictor)."""
+    """Ours, exported with engine.deployment.exporter and run by Paddle Inference
+    (engine.deployment.inference.DeployPredictor)."""
     import numpy as np
     import paddle
     from omegaconf import OmegaConf
@@ -225,10 +226,12 @@ def _make_weights(model: str, path: str) -> None:
     state = build_model(model, RCNNArchitecture(), 80).state_dict()
     for name, value in state.items():
         if "rpn_rois_delta" in name:
-            state[name] = paddle.zeros_like(value)  # proposals = anchors, spread over the image (random deltas
-            # push them all to the borders, where RPN NMS leaves a handful)
+            # proposals = anchors, spread over the image (random deltas push them all to the borders, where
+            # RPN NMS leaves a handful)
+            state[name] = paddle.zeros_like(value)
         elif "bbox_score" in name and name.endswith("weight"):
-            state[name] = value * 1e-4  # scores follow the bias; the weights only break ties the same way on both sides
+            # scores follow the bias; the weights only break ties the same way on both sides
+            state[name] = value * 1e-4
         elif "bbox_score" in name and name.endswith("bias"):
             bias = value.numpy()
             bias[:4] = 6.0  # the first 4 foreground classes (background is the last column) score ~0.25
@@ -240,11 +243,13 @@ def _spawn(python: str, args, side: str, task: str, keep_top_k: int) -> Dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES="")
     if args.no_malloc_tuning:
         env["INSTSEG_MALLOC_TUNING"] = "0"
-    if args.ppdet_malloc_tuning and side == "ppdet":  # engine.runtime.malloc_tuning's settings, as glibc variables
+    # engine.runtime.malloc_tuning's settings, as glibc variables
+    if args.ppdet_malloc_tuning and side == "ppdet":
         env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2 ** 31 - 1),
                    MALLOC_TOP_PAD_=str(64 << 20))
-    cmd = [python, __file__, "--worker", side, "--task", task, "--model", args.model, "--weights", args.weights,
-           "--threads", str(args.threads), "--repeats", str(args.repeats), "--keep-top-k", str(keep_top_k),
+    cmd = [python, __file__, "--worker", side, "--task", task, "--model", args.model,
+           "--weights", args.weights, "--threads", str(args.threads), "--repeats", str(args.repeats),
+           "--keep-top-k", str(keep_top_k),
            "--size", *map(str, args.size), "--batch", str(args.batch), "--train-size", str(args.train_size)]
     if args.ppdet_root:
         cmd += ["--ppdet-root", args.ppdet_root]
@@ -274,7 +279,8 @@ def main() -> None:
     parser.add_argument("--exported", action="store_true",
                         help="also time ours exported and run by Paddle Inference (infer task)")
     parser.add_argument("--no-malloc-tuning", action="store_true",
-                        help="ours and exported without engine.runtime.malloc_tuning (INSTSEG_MALLOC_TUNING=0)")
+                        help="ours and exported without engine.runtime.malloc_tuning "
+                             "(INSTSEG_MALLOC_TUNING=0)")
     parser.add_argument("--ppdet-malloc-tuning", action="store_true",
                         help="PaddleDetection with the same glibc malloc settings (environment variables)")
     parser.add_argument("--run-mode", default="auto",
@@ -304,15 +310,19 @@ def main() -> None:
                     res = _spawn(python, args, side, task, k)
                     best[side].append(min(res["times"]))
                     dets[side] = res.get("detections")
-            line = f"{args.model} {task}" + (f" {args.size[0]}x{args.size[1]} keep_top_k={k}" if task == "infer"
-                                             else f" batch {args.batch} at {args.train_size}px")
+            setting = (f" {args.size[0]}x{args.size[1]} keep_top_k={k}" if task == "infer"
+                       else f" batch {args.batch} at {args.train_size}px")
+            line = f"{args.model} {task}" + setting
             for side, _ in sides:
-                line += f" | {side} {min(best[side]):.2f} s" + (f" (detections {dets[side]})" if dets[side] is not None
-                                                              else "")
+                line += f" | {side} {min(best[side]):.2f} s"
+                if dets[side] is not None:
+                    line += f" (detections {dets[side]})"
             if "ppdet" in best:
                 peer = min(best["ppdet"])
-                line += "".join(f" | {side}/ppdet {min(best[side]) / peer:.2f}" for side, _ in sides if side != "ppdet")
+                line += "".join(f" | {side}/ppdet {min(best[side]) / peer:.2f}"
+                                for side, _ in sides if side != "ppdet")
             print(line + f" | threads {args.threads}", flush=True)
+
 
 if __name__ == "__main__":
     main()

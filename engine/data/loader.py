@@ -39,15 +39,41 @@ class ReaderDataset(paddle.io.Dataset):
 
 class EpochBatchSampler(paddle.io.DistributedBatchSampler):
     """DistributedBatchSampler whose `set_epoch` also reseeds the dataset's augmentations; the shuffle
-    seed mixes in Global.seed (the parent shuffles with RandomState(epoch) alone)."""
+    seed mixes in Global.seed (the parent shuffles with RandomState(epoch) alone). `start_at(n)` makes
+    the next pass begin after its first `n` batches without loading them (mid-epoch resume)."""
 
     def __init__(self, dataset: ReaderDataset, **kwargs: Any) -> None:
         super().__init__(dataset, **kwargs)
+        self._start = 0
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch((int(self.dataset.seed) * 1_000_003 + int(epoch)) % 2**32)
         self.dataset.epoch = int(epoch)
+
+    def start_at(self, batches: int) -> None:
+        """Skip the first `batches` batches of the next pass only (their indices are drawn, not loaded)."""
+        self._start = max(int(batches), 0)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        start, self._start = self._start, 0
+        for i, indices in enumerate(super().__iter__()):
+            if i >= start:
+                yield indices
+
+
+class EpochCollate:
+    """Batch-level multi-scale collate that reads the dataset's current epoch when called (a plain
+    object, so it travels to worker processes with the dataset it refers to)."""
+
+    def __init__(self, dataset: ReaderDataset, reader: Any) -> None:
+        self.dataset = dataset
+        self.sizes = [int(v) for v in reader.batch_sizes]
+        self.mean, self.std, self.pad_stride = list(reader.mean), list(reader.std), int(reader.pad_stride)
+
+    def __call__(self, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
+        return multiscale_collate(samples, self.sizes, self.mean, self.std, self.pad_stride,
+                                  seed=int(self.dataset.seed), epoch=int(self.dataset.epoch))
 
 
 class ShardBatchSampler(paddle.io.BatchSampler):
@@ -70,8 +96,8 @@ class Loader:
     """Iterates batches of paddle tensors (docs/ENGINE.md); samples are collated in the workers."""
 
     def __init__(self, dataset: ReaderDataset, batch_sampler: paddle.io.BatchSampler, num_workers: int,
-                 pad_stride: int, collate_fn: Optional[Callable[[List[Dict[str, Any]]], Dict[str, Any]]] = None
-                 ) -> None:
+                 pad_stride: int,
+                 collate_fn: Optional[Callable[[List[Dict[str, Any]]], Dict[str, Any]]] = None) -> None:
         self.dataset, self.batch_sampler, self.num_workers = dataset, batch_sampler, num_workers
         collate_fn = collate_fn or functools.partial(collate, pad_stride=pad_stride)
         self._loader = paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
@@ -121,7 +147,5 @@ def build_loader(cfg: DictConfig, split: str, dataset: Optional[ReaderDataset] =
     workers = int(cfg.Train.num_workers)
     collate_fn = None
     if train and len(reader.batch_sizes) > 0:  # batch-level multi-scale: resize + normalise per batch
-        collate_fn = functools.partial(
-            multiscale_collate, sizes=[int(v) for v in reader.batch_sizes], mean=list(reader.mean),
-            std=list(reader.std), pad_stride=int(reader.pad_stride), seed=int(cfg.Global.seed))
+        collate_fn = EpochCollate(dataset, reader)
     return Loader(dataset, sampler, workers, int(reader.pad_stride), collate_fn)

@@ -4,7 +4,6 @@ A name fixes a model's identity (depth, vd variant, ResNeXt groups / width, FPN 
 backbone learning-rate multipliers); `arch` (the config's `Architecture` section) holds the knobs
 a user may tune. Names and families are defined once in `engine/config/model_names.py`.
 """
-import difflib
 from dataclasses import is_dataclass
 from functools import partial
 from typing import Any, Callable, Dict
@@ -14,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config.architectures import FAMILY_ARCHITECTURES
 from ..config.model_names import MODEL_FAMILIES
+from ..config.suggest import model_name_hint
 from ..errors import ConfigError, ModeNotAvailableError
 from .detectors.cascade_mask_rcnn import build_cascade_mask_rcnn
 from .detectors.mask_rcnn import build_mask_rcnn
@@ -43,10 +43,7 @@ def build_model(name: str, arch: Any, num_classes: int) -> nn.Layer:
         ModeNotAvailableError: a known name whose family is not built yet.
     """
     if name not in MODEL_FAMILIES:
-        close = difflib.get_close_matches(name, list(MODEL_FAMILIES), n=3, cutoff=0.5)
-        hint = (f" Did you mean {' or '.join(close)}?" if close
-                else f" Known models: {', '.join(MODEL_FAMILIES)}.")
-        raise ConfigError(f"Unknown model {name!r} (Global.model).{hint}")
+        raise ConfigError(f"Unknown model {name!r} (Global.model).{model_name_hint(name)}")
     if name not in MODELS:
         built = ", ".join(MODELS)
         raise ModeNotAvailableError(f"Model {name!r} ({MODEL_FAMILIES[name]} family) is not available in "

@@ -20,7 +20,7 @@ checkpoint in Global.output) restore weights, optimizer, LR schedule, EMA, AMP s
 score and every rank's Python/NumPy/Paddle random states, so the run continues as if never stopped (data
 order and augmentation included, given the same config and number of ranks, and models that draw their
 randomness from Paddle: see docs/ENGINE.md). SIGTERM writes a checkpoint at the next step (mid-epoch:
-`interrupted/`, whose resume replays the epoch's data order up to that step) and raises
+`interrupted/`, whose resume skips the epoch's trained batches without loading them) and raises
 `TrainingInterrupted` (exit code 143).
 """
 import logging
@@ -37,6 +37,7 @@ import paddle
 from omegaconf import DictConfig, OmegaConf
 
 from engine.training import checkpoint as ckpt
+from engine.training import rng_state
 from engine.runtime import distributed as dist
 from engine.runtime.atomic_io import write_json, write_text
 from engine.runtime.device import setup_device
@@ -71,8 +72,9 @@ class TrainHooks:
     evaluate: Callable[[paddle.nn.Layer, Any, Any], Optional[Dict[str, Any]]]
 
 
-def default_hooks() -> TrainHooks:
-    """The engine's model zoo, data loader and evaluator (imported only when training starts)."""
+def default_hooks(cfg: DictConfig) -> TrainHooks:
+    """The engine's model zoo, data loader and evaluator (imported only when training starts); evaluations
+    follow `cfg.Evaluate` (backend, log_interval)."""
 
     def build_model(cfg: DictConfig) -> paddle.nn.Layer:
         from engine.models.zoo import build_model as zoo_build
@@ -90,7 +92,8 @@ def default_hooks() -> TrainHooks:
     def evaluate(model: paddle.nn.Layer, loader: Any, dataset: Any) -> Optional[Dict[str, Any]]:
         from engine.evaluation.evaluator import evaluate_model
 
-        return evaluate_model(model, loader, dataset)
+        return evaluate_model(model, loader, dataset, backend=str(cfg.Evaluate.backend),
+                              log_interval=int(cfg.Evaluate.log_interval))
 
     return TrainHooks(build_model, build_loader, evaluate)
 
@@ -169,7 +172,7 @@ class _StopSignal:
 # --------------------------------------------------------------------------------------------- entry
 def run(cfg: DictConfig) -> Dict[str, Any]:
     """Train `cfg.Global.model` as configured and return the train_result.json dict."""
-    return train(cfg, default_hooks())
+    return train(cfg, default_hooks(cfg))
 
 
 def train(cfg: DictConfig, hooks: TrainHooks) -> Dict[str, Any]:
@@ -279,12 +282,13 @@ def _restore(run_: _Run, path: Path) -> None:
             logger.warning("Checkpoint %s has no EMA; the EMA starts from its weights.", path)
             run_.ema = ModelEMA(run_.model, run_.ema.decay)
     if run_.scaler is not None and states.get("grad_scaler"):
-        run_.scaler.load_state_dict(ckpt.unpack(states["grad_scaler"]))
+        run_.scaler.load_state_dict(states["grad_scaler"])
     run_.state = _State(int(states["epoch"]), int(states["step"]), states.get("best_score"),
                         states.get("best_epoch"))
     _restore_rng(run_, states)
     if int(states.get("steps_per_epoch", run_.steps_per_epoch)) != run_.steps_per_epoch:
-        logger.warning("Steps per epoch changed (%s -> %d): the resumed run will not match an uninterrupted one.",
+        logger.warning("Steps per epoch changed (%s -> %d): the resumed run will not match an uninterrupted "
+                       "one.",
                        states.get("steps_per_epoch"), run_.steps_per_epoch)
     logger.info("Resumed from %s: %d epochs and %d steps done, best mask AP %s (epoch %s).", path,
                 run_.state.epoch, run_.state.step, run_.state.best_score, run_.state.best_epoch)
@@ -293,8 +297,15 @@ def _restore(run_: _Run, path: Path) -> None:
 
 
 def _restore_rng(run_: _Run, states: Dict[str, Any]) -> None:
-    rngs = ckpt.unpack(states["rng"])
     run_.skip = int(states.get("iter_in_epoch", 0))
+    rngs = states.get("rng")
+    if rngs is None:  # an older InstSeg's checkpoint: its pickled random states are not read
+        logger.warning("Checkpoint written by an older InstSeg, whose random states were pickled: they are "
+                       "not read (unpickling a file can run code). Weights, optimizer, schedule, epoch and "
+                       "step resume; the random streams are re-seeded, so the model's random draws differ "
+                       "from an uninterrupted run's (data order and augmentation do not).")
+        _seed(int(run_.cfg.Global.seed) + dist.rank() + 7919 * run_.state.epoch)
+        return
     if len(rngs) != dist.world_size():
         logger.warning("Checkpoint written by %d ranks, resumed on %d: random streams are re-seeded, so data "
                        "order differs from an uninterrupted run.", len(rngs), dist.world_size())
@@ -302,9 +313,9 @@ def _restore_rng(run_: _Run, states: Dict[str, Any]) -> None:
         return
     current = rngs[dist.rank()]
     if run_.skip > 0:
-        run_.pending_rng = (ckpt.unpack(states["rng_epoch_start"])[dist.rank()], current)
+        run_.pending_rng = (states["rng_epoch_start"][dist.rank()], current)
     else:
-        ckpt.restore_rng(current)
+        rng_state.restore(current)
 
 
 def _drop_later_checkpoints(out: Path, step: int) -> None:
@@ -342,21 +353,25 @@ def _train_loop(run_: _Run) -> None:
 
 def _epoch_iterator(run_: _Run, epoch: int) -> Any:
     """The epoch's batches, positioned after `run_.skip` already-trained ones, with the random state the
-    uninterrupted run had at that point."""
+    uninterrupted run had at that point.
+
+    The batch sampler (engine.data.loader.EpochBatchSampler) skips those batches without loading them:
+    samples are seeded per (seed, epoch, index), so nothing before them shapes them."""
     sampler = getattr(run_.train_loader, "batch_sampler", None)
     if sampler is not None and hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
+    if run_.skip > 0:
+        if not hasattr(sampler, "start_at"):
+            raise InstSegError("Resuming mid-epoch needs a train loader whose batch_sampler has start_at() "
+                               "(engine.data.loader.EpochBatchSampler).")
+        sampler.start_at(run_.skip)
     if run_.pending_rng is not None:
-        ckpt.restore_rng(run_.pending_rng[0])
-    run_.epoch_rng = ckpt.capture_rng()
+        # the loader may draw from the global streams when it starts (Paddle's worker base seed)
+        rng_state.restore(run_.pending_rng[0])
+    run_.epoch_rng = rng_state.capture()
     iterator = iter(run_.train_loader)
-    for _ in range(run_.skip):
-        next(iterator)
     if run_.pending_rng is not None:
-        # Without worker processes Paddle loads batches in a thread that draws from the global Python and
-        # NumPy streams while the model trains; replaying the skipped batches has already put those streams
-        # where the loader needs them, so only Paddle's (the model's) are set to their state at the stop.
-        ckpt.restore_rng(run_.pending_rng[1], paddle_only=not getattr(run_.train_loader, "num_workers", 0))
+        rng_state.restore(run_.pending_rng[1])
         run_.pending_rng = None
     return iterator
 
@@ -438,13 +453,13 @@ def _end_epoch(run_: _Run) -> Optional[Path]:
     last = epoch == int(run_.cfg.Train.epochs_iters)
     do_eval = _due(epoch, int(run_.cfg.Train.eval_interval), last)
     do_save = _due(epoch, int(run_.cfg.Train.save_interval), last)
-    rng_now = ckpt.capture_rng()
+    rng_now = rng_state.capture()
     rngs: List[Dict[str, Any]] = []
     if do_eval or do_save:
         _average_statistics(run_)
         rngs = dist.all_gather_object(rng_now)
     metrics = _maybe_eval(run_) if do_eval else None
-    ckpt.restore_rng(rng_now)  # evaluation leaves no trace in the random streams
+    rng_state.restore(rng_now)  # evaluation leaves no trace in the random streams
     saved = _keep(run_, metrics, do_save, rngs) if run_.main else None
     if saved is None and do_save:  # every rank must know it exists: a stop right after it then saves nothing
         name = ckpt.epoch_name(epoch)
@@ -510,12 +525,17 @@ def _save(run_: _Run, name: str, score: Optional[float], rngs: List[Dict[str, An
         "steps_per_epoch": run_.steps_per_epoch, "best_score": s.best_score, "best_epoch": s.best_epoch,
         "ema_step": 0 if run_.ema is None else run_.ema.step, "world_size": dist.world_size(),
         "model_name": run_.cfg.Global.model, "seed": int(run_.cfg.Global.seed),
-        "rng": ckpt.pack(rngs), "rng_epoch_start": None if epoch_rngs is None else ckpt.pack(epoch_rngs),
-        "grad_scaler": None if run_.scaler is None else ckpt.pack(run_.scaler.state_dict()),
+        "rng": rngs, "rng_epoch_start": epoch_rngs,
+        "grad_scaler": None if run_.scaler is None else _plain(run_.scaler.state_dict()),
     }
     opt_state = ckpt.optimizer_state(run_.optimizer, run_.model, s.epoch)
     ema_state = None if run_.ema is None else run_.ema.state_dict()
     return ckpt.save_checkpoint(run_.out, name, run_.model.state_dict(), opt_state, states, ema_state)
+
+
+def _plain(state: Dict[str, Any]) -> Dict[str, Any]:
+    """A state dict with NumPy values as lists / Python numbers, for the JSON .pdstates."""
+    return {k: v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v for k, v in state.items()}
 
 
 def _stop(run_: _Run, it: int, saved: Optional[Path]) -> None:
@@ -526,7 +546,7 @@ def _stop(run_: _Run, it: int, saved: Optional[Path]) -> None:
     epoch checkpoint `saved` serves when there is one."""
     if saved is None:
         _average_statistics(run_)
-        rngs = dist.all_gather_object(ckpt.capture_rng())
+        rngs = dist.all_gather_object(rng_state.capture())
         epoch_rngs = dist.all_gather_object(run_.epoch_rng) if it else None
         if run_.main:
             saved = _save(run_, ckpt.INTERRUPTED, None, rngs, it, epoch_rngs)
