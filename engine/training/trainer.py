@@ -9,11 +9,9 @@ training); file layout in engine.training.checkpoint.
 
 An epoch ends with, in order: evaluation (every `eval_interval` epochs and after the last), best_model (when
 the mask AP is >= the best so far, as PaddleX), the epoch checkpoint (every `save_interval` epochs and after
-the last), pruning, logs. Data-parallel: every rank evaluates its share of the val set and rank 0 computes
-the AP of all of them (engine.evaluation.evaluator); the other ranks wait in a store barrier
-(engine.runtime.distributed.barrier), not a gloo collective, while rank 0 writes, and after the last epoch
-finish without waiting for its export. Evaluation uses the EMA weights when EMA is on (BN statistics of
-weights and EMA averaged over ranks first) and leaves every random stream as it found it.
+the last), pruning, logs. Data-parallel: each rank evaluates its val share, rank 0 scores them all; the others
+wait in `dist.barrier()` while rank 0 writes, not for its final export (docs/ENGINE.md). Evaluation uses the
+EMA weights when EMA is on and leaves every random stream as it found it.
 
 Resume: `Train.resume_path` (a checkpoint's .pdparams) or `Train.auto_resume` (the most advanced complete
 checkpoint in Global.output) restore weights, optimizer, LR schedule, EMA, AMP scaler, epoch, step, best
@@ -588,8 +586,7 @@ def _export_best(run_: _Run) -> None:
 
 def _finish(run_: _Run) -> Dict[str, Any]:
     """Rank 0 exports the best model, writes the final train_result.json and returns it; the other ranks
-    return at once, without a collective (they must not wait for rank 0's export) and without reading the
-    output folder rank 0 is still writing: only their rank and progress."""
+    return their progress at once (no collective, no reading of the folder rank 0 is still writing)."""
     if not run_.main:
         return {"rank": dist.rank(), "epochs_done": run_.state.epoch, "steps_done": run_.state.step}
     _export_best(run_)
