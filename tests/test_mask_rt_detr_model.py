@@ -191,3 +191,29 @@ def test_zoo_applies_the_decoder_knobs(size: str) -> None:
     assert len(t.decoder.layers) == 2 and t.cfg.num_queries == 20 and t.score_head.weight.shape == [32, 5]
     assert t.mask_query_head.layers[-1].weight.shape == [32, 16]
     assert model.criterion.matcher.num_sample_points == 256 and model.num_top_queries == 10
+
+
+def test_exact_predictions_cost_no_box_loss_in_matching_and_denoising_sets() -> None:
+    """Denoising queries are scored against their own gt, matching queries against the matcher's choice:
+    predictions equal to the targets (in another query order) leave no L1 / GIoU loss in either set."""
+    from engine.models.heads.mask_rtdetr_decoder import DecoderOutput
+    from engine.models.heads.mask_rtdetr_transformer import TransformerOutput
+    from engine.models.losses.mask_dino_loss import MaskDINOLoss, Targets
+    from engine.models.ops.denoising import DenoisingMeta
+
+    gt = paddle.to_tensor([[0.25, 0.25, 0.5, 0.5], [0.75, 0.625, 0.5, 0.75]])
+    masks = np.zeros([2, 32, 32], "float32")
+    masks[0, 0:16, 0:16] = 1
+    masks[1, 8:32, 16:32] = 1
+    far = paddle.to_tensor([[0.9, 0.1, 0.05, 0.05]])
+    boxes = paddle.concat([gt, gt[1:], far, gt[:1]]).unsqueeze(0)  # 2 denoising, then queries 1, 2, 0
+    logits = paddle.full([1, 5, 2], -2.0)
+    small = paddle.to_tensor(masks[:, ::4, ::4] * 20 - 10)
+    pred_masks = paddle.concat([small, small[1:], paddle.full([1, 8, 8], -10.0), small[:1]]).unsqueeze(0)
+    out = TransformerOutput(DecoderOutput([boxes], [logits], [pred_masks]), (logits[:, 2:], boxes[:, 2:],
+                            pred_masks[:, 2:]), None, DenoisingMeta([paddle.to_tensor([0, 1])], 1, [2, 3]))
+    targets = Targets([paddle.to_tensor([0, 1], "int64")], [gt], [paddle.to_tensor(masks)])
+    losses = MaskDINOLoss(2, HungarianMatcher(num_sample_points=64), num_sample_points=64)(out, targets)
+    for name in ("loss_bbox", "loss_giou", "loss_bbox_dn", "loss_giou_dn", "loss_bbox_aux", "loss_giou_aux"):
+        assert abs(float(losses[name])) < 1e-5, name
+    assert float(losses["loss_class"]) > 0 and float(losses["loss_class_dn"]) > 0

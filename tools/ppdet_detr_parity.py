@@ -36,7 +36,7 @@ LOSS_SIZE = 320
 ENCODER_SIZES = [(640, 640), (320, 416)]  # PaddleDetection's eval size (cached embedding), another aspect
 
 
-def _ppdet_model(name: str, ppdet_root: str):
+def ppdet_model(name: str, ppdet_root: str):
     import paddle
 
     sys.path.insert(0, str(REPO / "tools"))
@@ -62,7 +62,7 @@ def _predict_inputs() -> Dict[str, np.ndarray]:
     return {"image": image, "im_shape": np.array([[640.0, 640.0]], "float32"), "scale_factor": scale}
 
 
-def _loss_batch() -> Dict[str, list]:
+def loss_batch() -> Dict[str, list]:
     """Two images with 3 and 2 box-shaped instances: cxcywh boxes / image size, class ids, 0/1 masks."""
     rng = np.random.default_rng(2)
     size = LOSS_SIZE
@@ -83,11 +83,34 @@ def _loss_batch() -> Dict[str, list]:
     return batch
 
 
+def ppdet_train_inputs(batch: Dict[str, list]) -> Dict:
+    """`loss_batch()` as PaddleDetection's DETR takes it in training (boxes normalised cxcywh, gt_segm)."""
+    import paddle
+
+    return {"image": paddle.to_tensor(np.stack(batch["image"])),
+            "gt_class": [paddle.to_tensor(c) for c in batch["gt_class"]],
+            "gt_bbox": [paddle.to_tensor(b) for b in batch["gt_bbox"]],
+            "gt_segm": [paddle.to_tensor(m) for m in batch["gt_mask"]]}
+
+
+def our_train_inputs(batch: Dict[str, list]) -> Dict:
+    """`loss_batch()` as InstSeg's loader gives it (docs/ENGINE.md: boxes xyxy in pixels, uint8 masks)."""
+    import paddle
+
+    size = batch["image"][0].shape[-1]
+    return {"image": paddle.to_tensor(np.stack(batch["image"])),
+            "im_shape": paddle.to_tensor([[size, size]] * len(batch["image"]), "float32"),
+            "gt_bbox": [paddle.to_tensor(b) for b in batch["gt_xyxy"]],
+            "gt_class": [paddle.to_tensor(c.reshape([-1])) for c in batch["gt_class"]],
+            "gt_mask": [paddle.to_tensor(m.astype("uint8")) for m in batch["gt_mask"]],
+            "is_crowd": [paddle.zeros([len(c)], "int32") for c in batch["gt_class"]]}
+
+
 def ppdet_side(name: str, ppdet_root: str, parts, out_dir: str) -> None:
     """Run PaddleDetection: out_dir/weights.pdparams, predict.npz, loss.npz."""
     import paddle
 
-    model = _ppdet_model(name, ppdet_root)
+    model = ppdet_model(name, ppdet_root)
     paddle.save(model.state_dict(), str(Path(out_dir) / "weights.pdparams"))
     if "backbone_neck" in parts:  # first: the training-mode loss run moves the encoder's BN statistics
         _ppdet_backbone_neck(model, out_dir)
@@ -100,11 +123,7 @@ def ppdet_side(name: str, ppdet_root: str, parts, out_dir: str) -> None:
     if "loss" in parts:
         model.train()
         model.transformer.num_denoising = 0
-        batch = _loss_batch()
-        inputs = {"image": paddle.to_tensor(np.stack(batch["image"])),
-                  "gt_class": [paddle.to_tensor(c) for c in batch["gt_class"]],
-                  "gt_bbox": [paddle.to_tensor(b) for b in batch["gt_bbox"]],
-                  "gt_segm": [paddle.to_tensor(m) for m in batch["gt_mask"]]}
+        inputs = ppdet_train_inputs(loss_batch())
         paddle.seed(LOSS_SEED)
         losses = model(inputs)
         terms = {k: v.numpy().reshape([]) for k, v in losses.items() if k != "loss"}
@@ -167,14 +186,7 @@ def compare_loss(model, ref) -> bool:
 
     model.train()
     model.transformer.cfg.num_denoising = 0
-    batch = _loss_batch()
-    size = LOSS_SIZE
-    inputs = {"image": paddle.to_tensor(np.stack(batch["image"])),
-              "im_shape": paddle.to_tensor([[size, size]] * 2, "float32"),
-              "gt_bbox": [paddle.to_tensor(b) for b in batch["gt_xyxy"]],
-              "gt_class": [paddle.to_tensor(c.reshape([-1])) for c in batch["gt_class"]],
-              "gt_mask": [paddle.to_tensor(m.astype("uint8")) for m in batch["gt_mask"]],
-              "is_crowd": [paddle.zeros([len(c)], "int32") for c in batch["gt_class"]]}
+    inputs = our_train_inputs(loss_batch())
     paddle.seed(LOSS_SEED)
     losses = {k: float(v) for k, v in model.loss(inputs).items()}
     ok = sorted(losses) == sorted(ref.files)
