@@ -11,7 +11,7 @@ from dataset_tools.synthetic import make_coco_dataset
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["Train.epochs_iters=1", "Train.batch_size=1", "Train.num_workers=0", "Train.warmup_steps=1",
          "Train.log_interval=1", "TrainReader.short_sizes=[64]", "TrainReader.max_size=64",
-         "EvalReader.short_sizes=[64]", "EvalReader.max_size=96", "Global.cpu_threads=1"]
+         "EvalReader.target_size=[64,96]", "Global.cpu_threads=1"]
 
 
 def main_py(out: Path, data: Path, mode: str, *overrides: str) -> dict:

@@ -18,6 +18,7 @@ from ..heads.ppyoloe_masks import assemble_masks
 from ..necks.custom_csp_pan import CustomCSPPAN
 from ..ops.nms import drop_sentinel, multiclass_nms
 from ..ops.task_aligned_assigner import TaskAlignedAssigner
+from .export_inputs import image_input_spec
 
 Batch = Dict[str, Any]
 
@@ -102,11 +103,7 @@ class PPYOLOESeg(nn.Layer):
 
     def export_spec(self) -> Dict[str, paddle.static.InputSpec]:
         """Inputs of `forward`, in order, for `paddle.jit.to_static` (batch and image size dynamic)."""
-        return {
-            "image": paddle.static.InputSpec([None, 3, None, None], "float32", "image"),
-            "im_shape": paddle.static.InputSpec([None, 2], "float32", "im_shape"),
-            "scale_factor": paddle.static.InputSpec([None, 2], "float32", "scale_factor"),
-        }
+        return image_input_spec()
 
 
 def _per_class_top_k(scores: paddle.Tensor, k: int) -> paddle.Tensor:
