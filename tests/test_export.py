@@ -20,7 +20,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from engine.config.schema import InstSegConfig
-from engine.errors import ConfigError, WeightsError
+from engine.errors import ConfigError, DatasetError, WeightsError
 from engine.deployment.exporter import export_model
 from engine.data.preprocess import Preprocess
 from engine.deployment.inference import DeployPredictor
@@ -215,6 +215,12 @@ def test_directory_input_sorted_with_paths(exported, tmp_path):
         [cv2.imread(r["input_path"]).shape[:2] for r in results if r["masks"]]
 
 
+def test_empty_folder_is_a_clear_error(exported, tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(DatasetError, match="holds no images"):
+        list(DeployPredictor(exported[2], device="cpu", cpu_threads=1).predict(str(tmp_path)))
+
+
 def copy_model(src: Path, dst: Path) -> Path:
     dst.mkdir()
     for f in src.iterdir():
@@ -296,7 +302,8 @@ def test_cli_export_then_predict_directory(demo_weights):
     demo = json.loads((Path(__file__).resolve().parents[1] / "demo_data/instance_seg/annotations/"
                        "instance_val.json").read_text())
     assert info["label_list"] == [c["name"] for c in sorted(demo["categories"], key=lambda c: c["id"])]
-    assert info["Preprocess"][0]["target_size"] == [64, 96] and info["Preprocess"][0]["interp"] == 1  # demo.yaml
+    resize = info["Preprocess"][0]
+    assert resize["target_size"] == [64, 96] and resize["interp"] == 1  # demo.yaml
 
     inputs = tmp / "inputs"
     inputs.mkdir()

@@ -23,7 +23,8 @@ KEEP_RATIO = {"target_size": [64, 96], "keep_ratio": True, "interp": 2, "pad_str
 STRETCH = {"target_size": [64, 64], "keep_ratio": False, "interp": 2, "pad_stride": 0,  # PP-YOLOE / RT-DETR
            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
 # for a 50x70 image: ppdet's Resize gives these sizes and reports new / original per axis
-EXPECTED = {"keep_ratio": ([64, 90], [64 / 50, 90 / 70], (64, 96)), "stretch": ([64, 64], [64 / 50, 64 / 70], (64, 64))}
+EXPECTED = {"keep_ratio": ([64, 90], [64 / 50, 90 / 70], (64, 96)),
+            "stretch": ([64, 64], [64 / 50, 64 / 70], (64, 64))}
 
 
 def test_resized_size_follows_ppdet():
@@ -53,7 +54,8 @@ def test_batch_scale_factor_normalisation_and_padding():
 @pytest.mark.parametrize("interp", [0, 1, 2, 3, 4])
 def test_interpolation_is_opencvs(interp):
     rgb = np.random.default_rng(interp).integers(0, 256, (50, 70, 3), dtype=np.uint8)
-    out = Preprocess((64, 96), True, interp, (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255)).sample({"image": rgb})
+    preprocess = Preprocess((64, 96), True, interp, (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))
+    out = preprocess.sample({"image": rgb})
     expected = cv2.resize(rgb, (90, 64), interpolation=interp).transpose(2, 0, 1).astype(np.float32)
     np.testing.assert_allclose(out["image"], expected, atol=1e-4)
 

@@ -83,7 +83,8 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         if len(self.target_size) != 2 or min(self.target_size) <= 0:
-            raise ConfigError(f"Preprocessing target_size must be two sizes > 0, got {list(self.target_size)}.")
+            raise ConfigError(f"Preprocessing target_size must be two sizes > 0, got "
+                              f"{list(self.target_size)}.")
         if self.interp not in INTERPOLATIONS:
             raise ConfigError(f"Preprocessing interp must be one of {INTERPOLATIONS} (OpenCV codes), got "
                               f"{self.interp!r}.")
@@ -110,7 +111,8 @@ class Preprocess:
             raise ConfigError(f"{source}: Preprocess must have a Resize and only {', '.join(OP_TYPES)}; got "
                               f"{types}. Re-export the model with this version of InstSeg.")
         if types != [t for t in OP_TYPES if t in types]:
-            raise ConfigError(f"{source}: Preprocess ops run in the order {', '.join(OP_TYPES)}; got {types}.")
+            raise ConfigError(f"{source}: Preprocess ops run in the order {', '.join(OP_TYPES)}; "
+                              f"got {types}.")
         by_type = {op["type"]: op for op in ops}
         resize, norm = by_type["Resize"], by_type.get("NormalizeImage")
         try:
@@ -127,10 +129,10 @@ class Preprocess:
     def to_ops(self) -> List[Dict[str, Any]]:
         """inference.yml `Preprocess` (PaddleDetection's op names and fields)."""
         return [
-            {"type": "Resize", "target_size": [int(v) for v in self.target_size], "keep_ratio": self.keep_ratio,
-             "interp": self.interp},
-            {"type": "NormalizeImage", "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std],
-             "is_scale": self.is_scale},
+            {"type": "Resize", "target_size": [int(v) for v in self.target_size],
+             "keep_ratio": self.keep_ratio, "interp": self.interp},
+            {"type": "NormalizeImage", "mean": [float(v) for v in self.mean],
+             "std": [float(v) for v in self.std], "is_scale": self.is_scale},
             {"type": "Permute"},
             {"type": "PadStride", "stride": self.pad_stride},
         ]
@@ -154,7 +156,8 @@ class Preprocess:
         samples = []
         for i, bgr in enumerate(images):
             if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
-                raise DatasetError(f"Input image {i} must be uint8 BGR [H, W, 3], got {bgr.dtype} {bgr.shape}.")
+                raise DatasetError(f"Input image {i} must be uint8 BGR [H, W, 3], got {bgr.dtype} "
+                                   f"{bgr.shape}.")
             samples.append(self.sample({"image": cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), "im_id": np.int64(i),
                                         "ori_shape": np.array(bgr.shape[:2], np.int32)}))
         return collate(samples, self.pad_stride)
@@ -162,8 +165,8 @@ class Preprocess:
     def _table(self) -> np.ndarray:
         table = _TABLES.get((self.mean, self.std, self.is_scale))
         if table is None:
-            table = _TABLES[(self.mean, self.std, self.is_scale)] = normalize_table(self.mean, self.std,
-                                                                                     self.is_scale)
+            table = normalize_table(self.mean, self.std, self.is_scale)
+            _TABLES[(self.mean, self.std, self.is_scale)] = table
         return table
 
 

@@ -88,7 +88,8 @@ def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str,
     paddle.jit.save(static, str(prefix), input_spec=input_spec)
     model_file = next((name for name in MODEL_FILES if (out / name).is_file()), None)
     if model_file is None or not (out / PARAMS_FILE).is_file():
-        raise RuntimeError(f"paddle.jit.save wrote no model/params file in {out}: {sorted(p.name for p in out.iterdir())}")
+        written = sorted(p.name for p in out.iterdir())
+        raise RuntimeError(f"paddle.jit.save wrote no model/params file in {out}: {written}")
     info["model_file"] = model_file
     write_text(out / CONFIG_FILE, yaml.safe_dump(info, sort_keys=False))
     files = {"inference_config": str(out / CONFIG_FILE), "pdmodel": str(out / model_file),
@@ -106,7 +107,8 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     from engine.models.weights import load_trained_weights
 
     output = Path(cfg.Global.output)
-    weights = Path(cfg.Export.weight_path) if cfg.Export.weight_path else output / "best_model" / "best_model.pdparams"
+    default_weights = output / "best_model" / "best_model.pdparams"
+    weights = Path(cfg.Export.weight_path) if cfg.Export.weight_path else default_weights
     if not weights.is_file():
         raise WeightsError(f"Export.weight_path {weights} does not exist; train first or set "
                            f"-o Export.weight_path=<file.pdparams>.")

@@ -21,7 +21,8 @@ from engine.prediction.base import BasePredictor
 from engine.runtime.device import onednn_flag
 from engine.runtime.malloc_tuning import keep_freed_memory
 
-FORMAT_VERSION = 1  # newest inference.yml format this reader understands (engine.deployment.exporter writes it)
+# newest inference.yml format this reader understands (engine.deployment.exporter writes it)
+FORMAT_VERSION = 1
 MODEL_FILES = ("inference.json", "inference.pdmodel")
 RUN_MODES = ("auto", "paddle", "mkldnn", "trt_fp32", "trt_fp16")
 # What Paddle 3.3.1 raises when a oneDNN kernel meets a zero-size tensor (softmax, scale, stack, matmul,
@@ -102,8 +103,10 @@ def build_config(model_file: Path, params: Path, device: Optional[str], cpu_thre
         config.enable_use_gpu(256, device_id)
         if run_mode.startswith("trt"):
             if not paddle_infer.get_trt_compile_version() or paddle_infer.get_trt_compile_version()[0] == 0:
-                raise ConfigError(f"run_mode {run_mode} needs a Paddle built with TensorRT; use run_mode=paddle.")
-            precision = paddle_infer.PrecisionType.Half if run_mode == "trt_fp16" else paddle_infer.PrecisionType.Float32
+                raise ConfigError(f"run_mode {run_mode} needs a Paddle built with TensorRT; use "
+                                  "run_mode=paddle.")
+            precision_type = paddle_infer.PrecisionType
+            precision = precision_type.Half if run_mode == "trt_fp16" else precision_type.Float32
             config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=1, min_subgraph_size=3,
                                           precision_mode=precision, use_static=False, use_calib_mode=False)
     else:
@@ -150,7 +153,8 @@ class DeployPredictor(BasePredictor):
         self.model_name = self.info.get("model_name")
         self.labels: List[str] = [str(x) for x in self.info["label_list"]]
         self.threshold = threshold
-        self.preprocessor = Preprocess.from_ops(self.info["Preprocess"], str(self.model_dir / "inference.yml"))
+        self.preprocessor = Preprocess.from_ops(self.info["Preprocess"],
+                                                str(self.model_dir / "inference.yml"))
         self.output_names = list(self.info.get("outputs", ["bbox", "bbox_num", "mask"]))
         self._build = (model_file, params, device, cpu_threads)
         if _device(device)[0] == "cpu":

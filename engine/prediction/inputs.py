@@ -42,12 +42,13 @@ def read_image(path: Path, name: Optional[str] = None) -> np.ndarray:
     return image
 
 
-def download(url: str, target: Path, timeout: Optional[float] = None, max_bytes: Optional[int] = None) -> Path:
+def download(url: str, target: Path, timeout: Optional[float] = None,
+             max_bytes: Optional[int] = None) -> Path:
     """Stream `url` into `target` within `timeout` seconds in all and at most `max_bytes` bytes
     (defaults URL_TIMEOUT_S, URL_MAX_BYTES); DatasetError for anything else."""
     timeout = URL_TIMEOUT_S if timeout is None else float(timeout)
     max_bytes = URL_MAX_BYTES if max_bytes is None else int(max_bytes)
-    limit = f"{max_bytes / (1024 * 1024):g} MiB"
+    limit = f"the limit of {max_bytes} bytes"
     deadline = time.monotonic() + timeout
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(target, "wb") as out:
@@ -56,7 +57,7 @@ def download(url: str, target: Path, timeout: Optional[float] = None, max_bytes:
                 raise DatasetError(f"input {url!r} is larger than {limit} ({int(declared)} bytes)")
             size = 0
             while True:
-                chunk = resp.read(_CHUNK)
+                chunk = resp.read1(_CHUNK)  # what has arrived: the time limit is checked between reads
                 if not chunk:
                     break
                 size += len(chunk)
@@ -66,7 +67,8 @@ def download(url: str, target: Path, timeout: Optional[float] = None, max_bytes:
                     raise DatasetError(f"input {url!r} took longer than {timeout:g} s to download")
                 out.write(chunk)
     except (urllib.error.URLError, OSError, ValueError) as exc:  # includes socket timeouts
-        raise DatasetError(f"could not download input {url!r} ({exc}); check the address and network") from exc
+        raise DatasetError(f"could not download input {url!r} ({exc}); check the address and "
+                           "network") from exc
     return target
 
 

@@ -9,8 +9,9 @@ the weights or one folder up. Sources, first found wins:
 3. `label_dict.txt` in `Global.output` (the run being trained, or the configured output);
 4. the categories of `Global.dataset_dir`.
 
-A source whose number of names differs from `Train.num_classes` is a ConfigError naming the file; with
-no source at all the names are `class_<k>` (logged).
+A training run's file (1-3) whose number of names differs from `Train.num_classes` is a ConfigError naming
+it. The configured dataset (4) may be unrelated to the model (the demo data by default): when its count
+differs, and when there is no source at all, the names are `class_<k>` (with a warning).
 """
 import json
 import logging
@@ -52,8 +53,8 @@ def _run_dirs(weight_path: Optional[str]) -> List[Path]:
     return [weights.parent, weights.parent.parent]
 
 
-def _sources(cfg: Any, weight_path: Optional[str]) -> Iterator[Tuple[List[str], Path]]:
-    """Every candidate (names, file) in priority order, read lazily."""
+def _run_sources(cfg: Any, weight_path: Optional[str]) -> Iterator[Tuple[List[str], Path]]:
+    """The training run's (names, file) candidates in priority order, read lazily."""
     run_dirs = _run_dirs(weight_path)
     for folder in run_dirs:
         if (folder / LABEL_FILE).is_file():
@@ -70,21 +71,24 @@ def _sources(cfg: Any, weight_path: Optional[str]) -> Iterator[Tuple[List[str], 
     output_labels = Path(str(cfg.Global.output)) / LABEL_FILE
     if output_labels.is_file():
         yield read_label_dict(output_labels), output_labels
-    found = dataset_labels(cfg.Global.dataset_dir)
-    if found is not None:
-        yield found
 
 
 def model_labels(cfg: Any, weight_path: Optional[str] = None) -> List[str]:
     """Class names by class index for a model with `cfg.Train.num_classes` classes whose weights are
     `weight_path` (None: the model being trained with `cfg`); see the module docstring."""
     num_classes = int(cfg.Train.num_classes)
-    for names, source in _sources(cfg, weight_path):
+    for names, source in _run_sources(cfg, weight_path):
         if len(names) != num_classes:
             raise ConfigError(f"{source} names {len(names)} classes but Train.num_classes={num_classes}: "
                               f"set Train.num_classes to the model's class count, or give the training "
                               f"run's {LABEL_FILE} (next to the weights or one folder up).")
         return names
-    log.warning("No class names found (no %s next to the weights, no dataset categories): classes are "
-                "named class_0..class_%d.", LABEL_FILE, num_classes - 1)
+    found = dataset_labels(cfg.Global.dataset_dir)
+    if found is not None and len(found[0]) == num_classes:
+        log.info("Class names from %s (no training run's %s next to the weights).", found[1], LABEL_FILE)
+        return found[0]
+    why = (f"{found[1]} names {len(found[0])} classes, not Train.num_classes={num_classes}" if found
+           else "and no dataset categories")
+    log.warning("No class names for this model (no training run's %s next to the weights; %s): classes "
+                "are named class_0..class_%d.", LABEL_FILE, why, num_classes - 1)
     return [f"class_{k}" for k in range(num_classes)]

@@ -48,7 +48,8 @@ class DynamicPredictor(BasePredictor):
         batch = {k: paddle.to_tensor(v) for k, v in self.preprocessor.batch(images).items()}
         with paddle.no_grad():
             out = self.model.predict(batch)
-        return {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in out.items() if v is not None}
+        return {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v))
+                for k, v in out.items() if v is not None}
 
 
 def build_dynamic(cfg: Any, weight_path: Optional[str], threshold: Optional[float]) -> DynamicPredictor:
@@ -80,8 +81,9 @@ def _predictor(cfg: Any) -> Tuple[Any, str]:
         from engine.deployment.inference import DeployPredictor
 
         ko = cfg.Predict.kernel_option
-        predictor = DeployPredictor(str(cfg.Predict.model_dir), device=cfg.Global.device, threshold=threshold,
-                                    cpu_threads=ko.cpu_threads or cfg.Global.cpu_threads, run_mode=ko.run_mode)
+        predictor = DeployPredictor(str(cfg.Predict.model_dir), device=cfg.Global.device,
+                                    threshold=threshold, run_mode=ko.run_mode,
+                                    cpu_threads=ko.cpu_threads or cfg.Global.cpu_threads)
         return predictor, str(cfg.Predict.model_dir)
     from engine.runtime.device import setup_device
 
@@ -97,7 +99,8 @@ def run(cfg: Any) -> Dict[str, Any]:
     """Global.mode=predict: one JSON and one picture per input image in {output}/predict/ (``save_dir``
     of the result); inputs with the same file name get ``_1``, ``_2``... so none overwrites another."""
     if not cfg.Predict.input:
-        raise ConfigError("Predict.input is not set: give an image, a directory or a URL (-o Predict.input=...)")
+        raise ConfigError("Predict.input is not set: give an image, a directory or a URL "
+                          "(-o Predict.input=...)")
     predictor, source = _predictor(cfg)
     save_dir = Path(cfg.Global.output) / PREDICT_DIR
     saved: List[Dict[str, Any]] = []
