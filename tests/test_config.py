@@ -50,7 +50,8 @@ def test_every_config_loads(path):
     elif MODEL_FAMILIES[cfg.Global.model] == "mask_rt_detr":
         assert cfg.Architecture.num_queries == 300 and cfg.Architecture.num_denoising == 100
     else:
-        assert MODEL_FAMILIES[cfg.Global.model] == "ppyoloe_seg" and cfg.Architecture.depth_mult == 0.33
+        assert MODEL_FAMILIES[cfg.Global.model] == "ppyoloe_seg"
+        assert cfg.Architecture.width_mult == 0.5 and cfg.Architecture.assigner_topk == 13
 
 
 def test_paddlex_defaults_per_model():

@@ -9,7 +9,7 @@ import paddle
 from dataset_tools.synthetic import CLASS_NAMES
 from engine.config.architectures import PPYOLOESegArchitecture
 from engine.models.zoo import build_model
-from test_rcnn_learning import MEAN, STD, mask_ap, synthetic_batch
+from test_rcnn_learning import MEAN, STD, fit, mask_ap, synthetic_batch
 
 TINY = PPYOLOESegArchitecture(depth_mult=0.33, width_mult=0.125, keep_top_k=50)
 
@@ -23,16 +23,8 @@ def test_tiny_ppyoloe_seg_overfits_generated_images() -> None:
                       + paddle.to_tensor(MEAN).reshape([1, 3, 1, 1])) / 255.0
     model = build_model("PP-YOLOE_seg-S", TINY, num_classes=len(CLASS_NAMES))
     opt = paddle.optimizer.AdamW(learning_rate=4e-3, parameters=model.parameters(), weight_decay=1e-4)
-    model.train()
-    first = None
-    for _ in range(120):
-        losses = model.loss(batch)
-        total = paddle.add_n(list(losses.values()))
-        first = first if first is not None else float(total)
-        total.backward()
-        opt.step()
-        opt.clear_grad()
-    assert float(total) < 0.3 * first
+    first, last = fit(model, batch, opt, 120)
+    assert last < 0.3 * first
     model.eval()
     with paddle.no_grad():
         out = model.predict(batch)
