@@ -31,14 +31,16 @@ def _write(path: Path, text: str) -> Path:
 
 # --------------------------------------------------------------------------------------------- shipped
 def test_one_config_per_model():
-    assert {p.stem for p in CONFIGS} == set(MODEL_FAMILIES) | {"demo"}
+    assert {p.stem for p in CONFIGS if not p.stem.startswith("demo")} == set(MODEL_FAMILIES)
+    assert {p.stem for p in CONFIGS if p.stem.startswith("demo")} <= {"demo"} | {
+        f"demo_{family}" for family in MODEL_FAMILIES.values()}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_loads(path):
     cfg = load_config(str(path), [])
     assert isinstance(cfg, DictConfig)
-    if path.stem != "demo":
+    if not path.stem.startswith("demo"):
         assert cfg.Global.model == path.stem
         assert cfg.Train.epochs_iters == 40 and cfg.Train.warmup_steps == 100
         assert cfg.Train.num_classes == 2 and cfg.Train.log_interval == 10 and cfg.Train.eval_interval == 1
