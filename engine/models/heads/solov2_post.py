@@ -46,9 +46,14 @@ def _kept(mask: paddle.Tensor, placeholder: paddle.Tensor) -> paddle.Tensor:
 
 
 def candidates(cate_probs: List[paddle.Tensor], kernels: List[paddle.Tensor], mask_feat: paddle.Tensor,
-               post: SOLOv2PostProcess) -> Dict[str, paddle.Tensor]:
+               num_grids: Sequence[int], post: SOLOv2PostProcess) -> Dict[str, paddle.Tensor]:
     """Cells and classes scoring above the threshold, with their mask probabilities [K, h * w], the
-    placeholder last (see the module docstring)."""
+    placeholder last (see the module docstring).
+
+    Args:
+        cate_probs: per level float32 [N, C, S, S] class probabilities (after points_nms);
+        kernels: per level float32 [N, E, S, S]; mask_feat: float32 [N, E, h, w]; num_grids: S per level.
+    """
     num_images = paddle.shape(mask_feat)[0]
     num_classes = cate_probs[0].shape[1]
     channels = mask_feat.shape[1]
@@ -68,7 +73,7 @@ def candidates(cate_probs: List[paddle.Tensor], kernels: List[paddle.Tensor], ma
     logits = paddle.matmul(kernel, feats).reshape([paddle.shape(index)[0] * num_images, -1])
     own = paddle.arange(0, paddle.shape(index)[0], dtype="int64") * num_images.astype("int64") + image
     logits = paddle.gather(logits, own)
-    strides = paddle.to_tensor(_cell_strides([int(np.sqrt(p.shape[2] * p.shape[3])) for p in cate_probs]))
+    strides = paddle.to_tensor(_cell_strides(num_grids))
     return {"placeholder": placeholder,
             "image": paddle.where(placeholder, paddle.zeros_like(image) + num_images.astype("int64"), image),
             "label": paddle.where(placeholder, paddle.full_like(image, num_classes), index % num_classes),
