@@ -265,7 +265,8 @@ def _make_weights(model: str, path: str) -> None:
     state = build_model(model, _our_arch(model, 100), 80).state_dict()
     for name, value in state.items():
         if name.endswith("solo_cate.bias"):  # SOLOv2: the first 4 classes score ~0.73 in every cell
-            state[name] = paddle.to_tensor(np.where(np.arange(value.shape[0]) < 4, 1.0, -4.6).astype("float32"))
+            bias = np.where(np.arange(value.shape[0]) < 4, 1.0, -4.6).astype("float32")
+            state[name] = paddle.to_tensor(bias)
         elif "branch2c.norm.weight" in name and model == "SOLOv2":  # a deep random net overflows otherwise
             state[name] = value * 0.2
         elif "rpn_rois_delta" in name:
