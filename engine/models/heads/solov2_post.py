@@ -12,7 +12,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import paddle
 
-from ..ops.bilinear import lerp_along, source_positions
+from ..ops.bilinear import lerp_rows, source_positions
 from ..ops.matrix_nms import matrix_nms
 from ..ops.nms import top_k_per_image
 
@@ -107,7 +107,7 @@ def masks_to_original(probs: paddle.Tensor, feat_size: Tuple[paddle.Tensor, padd
     """Mask probabilities at the mask features' size -> uint8 0/1 masks in original pixels.
 
     As PaddleDetection: upsample x4 to the padded input, crop to the resized image, resize to the original
-    size (bilinear, align_corners False), then threshold. Separable: rows first, then columns.
+    size (bilinear, align_corners False), then threshold. Separable: columns, then rows.
 
     Args:
         probs: float32 [K, h, w]; feat_size: (h, w); resized: float32 [K, 2] the row's image size after
@@ -117,14 +117,16 @@ def masks_to_original(probs: paddle.Tensor, feat_size: Tuple[paddle.Tensor, padd
         uint8 [K, Hm, Wm]; pixels outside a row's image are 0.
     """
     count = paddle.shape(probs)[0]
-    for axis in (1, 2):
-        small = feat_size[axis - 1].astype("float32") * paddle.ones([count], "float32")
+    # columns first (on the transposed maps, while they are still h rows high), then rows
+    probs = probs.transpose([0, 2, 1])
+    for axis in (1, 0):
+        small = feat_size[axis].astype("float32") * paddle.ones([count], "float32")
         up = small * MASK_STRIDE
-        pos = source_positions(up.astype("int32")[0], small, small / up)
-        probs = lerp_along(probs, pos, small, axis)
-        crop, out = resized[:, axis - 1], original[:, axis - 1]
-        pos = source_positions(canvas[axis - 1], crop, crop / out)
-        probs = lerp_along(probs, pos, crop, axis)
+        probs = lerp_rows(probs, source_positions(up.astype("int32")[0], small, small / up), small)
+        crop, out = resized[:, axis], original[:, axis]
+        probs = lerp_rows(probs, source_positions(canvas[axis], crop, crop / out), crop)
+        if axis == 1:
+            probs = probs.transpose([0, 2, 1])
     inside_y = paddle.arange(0, canvas[0], dtype="float32").unsqueeze(0) < original[:, 0:1]
     inside_x = paddle.arange(0, canvas[1], dtype="float32").unsqueeze(0) < original[:, 1:2]
     inside = paddle.logical_and(inside_y.unsqueeze(2), inside_x.unsqueeze(1))
