@@ -27,7 +27,8 @@ from PIL import Image, ImageDraw
 
 from dataset_tools.report import ProblemLog, progress
 from dataset_tools.split import backup_file, write_coco
-from dataset_tools.validate import SPLITS, annotation_file, load_json
+from dataset_tools.fields import short
+from dataset_tools.validate import SPLITS, annotation_file, load_json, usable_file_name
 from dataset_tools.visualize import image_size
 from engine.runtime.atomic_io import write_bytes
 
@@ -35,9 +36,18 @@ SHAPE_TYPES = ("polygon", "rectangle", "circle")
 _NOT_CLASSES = ("__ignore__", "_background_")  # LabelMe's label.txt conventions
 
 
-def read_list(path: Path) -> List[str]:
-    """Non-blank, stripped lines of a list file (duplicates kept in order, once)."""
-    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+def read_list(path: Path, log: ProblemLog) -> Optional[List[str]]:
+    """Non-blank, stripped lines of a list file (duplicates kept once, in order); None (logged) when the file
+    cannot be read as text."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = f"is not UTF-8 text ({exc.reason} at byte {exc.start})" if isinstance(exc, UnicodeDecodeError) \
+            else f"cannot be read: {exc.strerror or exc}"
+        log.error("list file unreadable", path.name, None,
+                  f"{path.name} {why}; save it as UTF-8, one entry a line")
+        return None
+    lines = [line.strip() for line in text.splitlines()]
     return list(dict.fromkeys(line for line in lines if line))
 
 
@@ -111,6 +121,21 @@ def _points(raw: Any) -> Optional[np.ndarray]:
     return np.array(raw, np.float64).reshape(-1, 2)
 
 
+def _far_outside(shape_type: str, points: np.ndarray, height: int, width: int) -> Optional[str]:
+    """What is wrong when a shape reaches more than one image size beyond the image's border (a typo'd
+    coordinate; drawing or tracing it would also cost memory without bound), else None."""
+    if shape_type == "circle" and len(points) == 2:
+        radius = math.hypot(*(points[1] - points[0]))
+        lo, hi = points[0] - radius, points[0] + radius
+    else:
+        lo, hi = points.min(0), points.max(0)
+    size = np.array([width, height], np.float64)
+    if (lo < -size).any() or (hi > 2 * size).any():
+        return (f"reaches {lo.round(1).tolist()}..{hi.round(1).tolist()}, far outside the {width}x{height} "
+                "image (more than one image size beyond its border)")
+    return None
+
+
 class _Converter:
     """State of one conversion: images, instances (labels resolved to ids at the end), pending writes."""
 
@@ -127,23 +152,25 @@ class _Converter:
         if doc is None:
             return
         if not isinstance(doc, dict) or type(doc.get("shapes")) is not list:
-            self.log.error("not a LabelMe file", rel, None, "expected a LabelMe JSON object with a 'shapes' list")
+            self.log.error("not a LabelMe file", rel, None,
+                           "expected a LabelMe JSON object with a 'shapes' list")
             return
         height, width = doc.get("imageHeight"), doc.get("imageWidth")
         if not (type(height) is int and type(width) is int and height > 0 and width > 0):
             self.log.error("LabelMe image size", rel, None, f"imageHeight/imageWidth are {height}/{width}; "
-                                                            "expected positive integers (re-save it in LabelMe)")
+                           "expected positive integers (re-save it in LabelMe)")
             return
         file_name = self._image(rel, doc, height, width)
         if file_name is None:
             return
         image_id = sum(map(len, self.images.values())) + 1
         self.images[split].append({"id": image_id, "file_name": file_name, "height": height, "width": width})
-        for label, members in self._instances(rel, doc["shapes"]).items():
+        for label, members in self._instances(rel, doc["shapes"], height, width).items():
             area, bbox = rasterise([(t, p) for t, p, _ in members], height, width)
             if area == 0:
                 self.log.warning("shape outside the image", rel, None, (
-                    f"'{label[0]}' shape(s) {[j for _, _, j in members]} cover no pixel of the image; skipped"))
+                    f"'{label[0]}' shape(s) {[j for _, _, j in members]} cover no pixel of the image; "
+                    "skipped"))
                 continue
             self.labels.add(label[0])
             self.anns[split].append({
@@ -151,7 +178,8 @@ class _Converter:
                 "segmentation": [shape_polygon(t, p)[0] for t, p, _ in members],
             })
 
-    def _instances(self, rel: str, shapes: List[Any]) -> Dict[Tuple[str, Any], List[Tuple[str, np.ndarray, int]]]:
+    def _instances(self, rel: str, shapes: List[Any], height: int,
+                   width: int) -> Dict[Tuple[str, Any], List[Tuple[str, np.ndarray, int]]]:
         """(label, group) -> [(shape type, points, shape index)] for the shapes that become instances."""
         groups: Dict[Tuple[str, Any], List[Tuple[str, np.ndarray, int]]] = {}
         for j, shape in enumerate(shapes):
@@ -160,7 +188,8 @@ class _Converter:
                 continue
             label, shape_type = shape.get("label"), shape.get("shape_type") or "polygon"
             if type(label) is not str or not label.strip():
-                self.log.error("LabelMe shape", rel, j, f"shapes[{j}] has label {label!r}; give it a class name")
+                self.log.error("LabelMe shape", rel, j,
+                               f"shapes[{j}] has label {label!r}; give it a class name")
                 continue
             if shape_type not in SHAPE_TYPES:
                 self.log.warning("shape type skipped", rel, j, (
@@ -169,9 +198,10 @@ class _Converter:
                 continue
             pts = _points(shape.get("points"))
             problem = "has points that are not [x, y] pairs of finite numbers" if pts is None else \
-                shape_polygon(shape_type, pts)[1]
+                _far_outside(shape_type, pts, height, width) or shape_polygon(shape_type, pts)[1]
             if pts is None or problem:
-                self.log.error("LabelMe shape", rel, j, f"shapes[{j}] ({shape_type} '{label}') {problem}; redraw it")
+                self.log.error("LabelMe shape", rel, j,
+                               f"shapes[{j}] ({shape_type} '{label}') {problem}; redraw it")
                 continue
             group = shape.get("group_id")
             key = (label, ("shape", j) if group is None else ("group", _hashable(group)))
@@ -183,7 +213,8 @@ class _Converter:
         for group, labels in labels_of.items():
             if len(labels) > 1:
                 self.log.warning("group_id with several labels", rel, None, (
-                    f"group_id {group} joins shapes labelled {sorted(labels)}; they stay one instance per label"))
+                    f"group_id {group} joins shapes labelled {sorted(labels)}; they stay one instance per "
+                    "label"))
         return groups
 
     def _image(self, rel: str, doc: Dict[str, Any], height: int, width: int) -> Optional[str]:
@@ -191,6 +222,11 @@ class _Converter:
         image_path = doc.get("imagePath")
         if type(image_path) is not str or not image_path.strip():
             self.log.error("LabelMe image", rel, None, "'imagePath' is missing; re-save the file in LabelMe")
+            return None
+        if not usable_file_name(image_path):
+            self.log.error("LabelMe image", rel, None,
+                           f"'imagePath' {short(image_path)} holds a NUL or a character no file name can "
+                           "have; fix it")
             return None
         images_dir = (self.root / "images").resolve()
         beside = ((self.root / rel).parent / image_path.replace("\\", "/")).resolve()
@@ -223,8 +259,9 @@ class _Converter:
             return None
         owner = self.image_owner.setdefault(file_name, rel)
         if owner != rel:
-            self.log.error("image annotated twice", rel, None, f"images/{file_name} is also annotated by {owner}; "
-                                                               "keep one LabelMe file per image")
+            self.log.error("image annotated twice", rel, None,
+                           f"images/{file_name} is also annotated by {owner}; keep one LabelMe file per "
+                           "image")
             return None
         return file_name
 
@@ -233,7 +270,10 @@ class _Converter:
         path = self.root / "label.txt"
         if not path.is_file():
             return [{"id": k + 1, "name": name} for k, name in enumerate(sorted(self.labels))]
-        names = [n for n in read_list(path) if n not in _NOT_CLASSES]
+        listed = read_list(path, self.log)
+        if listed is None:
+            return []
+        names = [n for n in listed if n not in _NOT_CLASSES]
         for label in sorted(self.labels - set(names)):
             self.log.error("label not in label.txt", "label.txt", None,
                            f"label '{label}' is used but not listed in label.txt; add it or fix the shapes")
@@ -255,12 +295,14 @@ def _split_lists(root: Path, seed: int, log: ProblemLog) -> Optional[Dict[str, A
     """{"train": [...], "val": [...], "val_source": ...} from the list files; None (logged) on errors."""
     train_path, val_path = root / "train_anno_list.txt", root / "val_anno_list.txt"
     if not train_path.is_file():
-        log.error("file missing", "train_anno_list.txt", None, "train_anno_list.txt not found; list the train "
-                                                               "LabelMe files there, one path (relative to the "
-                                                               "dataset folder) a line")
+        log.error("file missing", "train_anno_list.txt", None,
+                  "train_anno_list.txt not found; list the train LabelMe files there, one path (relative to "
+                  "the dataset folder) a line")
         return None
-    train = read_list(train_path)
-    val = read_list(val_path) if val_path.is_file() else []
+    train = read_list(train_path, log)
+    val = read_list(val_path, log) if val_path.is_file() else []
+    if train is None or val is None:
+        return None
     source = "val_anno_list.txt"
     if not val:
         rng_order = list(train)
@@ -297,7 +339,8 @@ def convert_labelme(root: Path, seed: int, log: ProblemLog) -> Optional[Dict[str
     cat_id = {c["name"]: c["id"] for c in categories}
     ann_ids = iter(range(1, 1 + sum(map(len, conv.anns.values()))))
     anns = {split: [{"id": next(ann_ids), "image_id": a["image_id"], "category_id": cat_id[a["label"]],
-                     **{k: v for k, v in a.items() if k not in ("image_id", "label")}} for a in conv.anns[split]]
+                     **{k: v for k, v in a.items() if k not in ("image_id", "label")}}
+                    for a in conv.anns[split]]
             for split in SPLITS}
     for file_name, data in conv.pending_images.items():
         write_bytes(root / "images" / file_name, data)

@@ -60,11 +60,13 @@ class ProblemLog:
         entry = self._kinds.get((severity, file, kind))
         return len(entry[0]) if entry else 0
 
-    def _add(self, severity: str, kind: str, file: str, items: List[Tuple[ProblemId, str]], count: int) -> None:
+    def _add(self, severity: str, kind: str, file: str, items: List[Tuple[ProblemId, str]],
+             count: int) -> None:
         assert severity in ("error", "warning"), severity
         entry = self._kinds.setdefault((severity, file, kind), [[], 0])
         room = max(0, self.max_listed - len(entry[0]))
-        entry[0].extend({"file": file, "id": _plain(pid), "message": msg} for pid, msg in items[:room])
+        entry[0].extend({"file": _text(file), "id": _plain(pid), "message": _text(msg)}
+                        for pid, msg in items[:room])
         entry[1] += count
 
     def _count(self, severity: str) -> int:
@@ -96,7 +98,8 @@ class ProblemLog:
 
 
 def progress(items: Any, desc: str, min_total: int = 1000, total: Optional[int] = None) -> Iterable[Any]:
-    """`items` wrapped in a tqdm bar on stderr, or unwrapped when stderr is not a terminal or the scan is short."""
+    """`items` wrapped in a tqdm bar on stderr, or unwrapped when stderr is not a terminal or the scan is
+    short."""
     total = len(items) if total is None else total
     if total < min_total or not sys.stderr.isatty():
         return items
@@ -105,9 +108,17 @@ def progress(items: Any, desc: str, min_total: int = 1000, total: Optional[int] 
     return tqdm(items, desc=desc, total=total, unit="it", leave=False, dynamic_ncols=True)
 
 
+def _text(value: str) -> str:
+    """`value` writable as UTF-8: a lone surrogate (a JSON "\\ud800" escape, an undecodable file name) becomes
+    a backslash escape instead of failing the result file's write."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _plain(value: ProblemId) -> ProblemId:
-    """Ids as JSON-friendly scalars (numpy ints become int)."""
-    if value is None or isinstance(value, (str, bool)):
+    """Ids as JSON-friendly scalars (numpy ints become int), strings writable as UTF-8."""
+    if isinstance(value, str):
+        return _text(value)
+    if value is None or isinstance(value, bool):
         return value
     try:
         return int(value)

@@ -1,11 +1,11 @@
 """Segmentation checks: polygons (>= 3 points, finite numbers) and RLE (size, run lengths), vectorised."""
 import math
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from dataset_tools.fields import fits_float, short, type_problem
+from dataset_tools.fields import column, fits_float, short, type_problem
 
 _SEG_KIND: Dict[type, int] = {list: 1, dict: 2}  # polygons, RLE
 
@@ -17,21 +17,32 @@ def check_segmentation(anns: List[dict], is_dict: np.ndarray, heights: np.ndarra
     Args:
         heights, widths: per image (float, NaN where unknown); `index`: image index per annotation or -1.
     """
-    segs = [a.get("segmentation") for a in anns]
-    kind = np.fromiter((_SEG_KIND.get(type(s), 0) for s in segs), np.int8, len(segs))
+    segs = column(anns, "segmentation")
+    kind = np.fromiter(map(_SEG_KIND.get, map(type, segs), repeat(0)), np.int8, len(segs))
     add("segmentation format", is_dict & (kind == 0), lambda i: type_problem(
         "segmentation", segs[i], "a list of polygons [[x1, y1, x2, y2, ...], ...] or an RLE {size, counts}"))
     bad = np.zeros(len(segs), bool)
-    _check_polygons(segs, np.flatnonzero(kind == 1), bad, add)
+    image_side = np.full(len(segs), np.nan)  # longer image side per annotation, NaN where unknown
+    found = index >= 0
+    image_side[found] = np.maximum(heights, widths)[index[found]]
+    _check_polygons(segs, np.flatnonzero(kind == 1), image_side, bad, add)
     _check_rles(segs, np.flatnonzero(kind == 2), heights, widths, index, bad, add)
     return (kind > 0) & ~bad
 
 
-def _check_polygons(segs: List[Any], idx: np.ndarray, bad: np.ndarray, add: Any) -> None:
+def _flag(n: int, positions: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """Mask of length n set at `positions`, minus annotations already found bad."""
+    mask = np.zeros(n, bool)
+    mask[positions] = True
+    return mask & ~bad
+
+
+def _check_polygons(segs: List[Any], idx: np.ndarray, image_side: np.ndarray, bad: np.ndarray,
+                    add: Any) -> None:
+    n = len(segs)
     polys_of = [segs[i] for i in idx]
     counts = np.fromiter(map(len, polys_of), np.int64, len(idx))
-    mask = np.zeros(len(segs), bool)
-    mask[idx[counts == 0]] = True
+    mask = _flag(n, idx[counts == 0], bad)
     add("segmentation empty", mask, lambda i: "segmentation is an empty list; draw the object's polygon or "
                                               "remove the annotation")
     bad |= mask
@@ -39,30 +50,55 @@ def _check_polygons(segs: List[Any], idx: np.ndarray, bad: np.ndarray, add: Any)
     owner = np.repeat(idx, counts)
     if not set(map(type, polys)) <= {list}:
         is_list = np.fromiter((type(p) is list for p in polys), bool, len(polys))
-        mask = np.zeros(len(segs), bool)
-        mask[owner[~is_list]] = True
-        add("polygon format", mask, lambda i: (
-            f"segmentation {short(segs[i])} is not a list of polygons; each polygon is a flat list "
-            "[x1, y1, x2, y2, ...]"))
+        mask = _flag(n, owner[~is_list], bad)
+        add("polygon format", mask, lambda i: _not_polygons(segs[i]))
         bad |= mask
         polys = [p if type(p) is list else [] for p in polys]
     lengths = np.fromiter(map(len, polys), np.int64, len(polys))
-    short = (lengths < 6) | (lengths % 2 == 1)
-    mask = np.zeros(len(segs), bool)
-    mask[owner[short]] = True
-    mask &= ~bad
+    mask = _flag(n, owner[(lengths < 6) | (lengths % 2 == 1)], bad)
     add("polygon too short", mask, lambda i: (
         f"a polygon has {_polygon_lengths(segs[i])} numbers; a polygon needs an even count of at least 6 "
         "(3 points); remove or redraw it"))
     bad |= mask
     problems = _coordinate_problems(polys)
-    mask = np.zeros(len(segs), bool)
+    mask = _flag(n, owner[list(problems)], bad)
     first_problem: Dict[int, str] = {}
     for j, text in problems.items():
         first_problem.setdefault(int(owner[j]), text)
-        mask[owner[j]] = True
     add("polygon coordinate", mask, lambda i: first_problem[i])
     bad |= mask
+    if problems:
+        polys = [[] if j in problems else p for j, p in enumerate(polys)]
+        lengths[list(problems)] = 0
+    far = _far_outside(polys, lengths, image_side[owner])
+    add("polygon far outside the image", _flag(n, owner[far], bad), lambda i: (
+        f"a polygon point lies more than one image size ({int(image_side[i])} px) outside the image; "
+        "fix the coordinates (are they in pixels of this image?)"))
+    bad[owner[far]] = True
+
+
+def _not_polygons(seg: List[Any]) -> str:
+    if all(type(v) in (int, float) for v in seg):
+        return (f"segmentation {short(seg)} is a flat list of numbers; COCO polygons are nested, one list "
+                "per polygon: wrap it as [[x1, y1, x2, y2, ...]]")
+    return (f"segmentation {short(seg)} is not a list of polygons; each polygon is a flat list "
+            "[x1, y1, x2, y2, ...]")
+
+
+def _far_outside(polys: List[list], lengths: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """Mask over polygons with a coordinate below -side or above 2 * side (side NaN: not checked).
+
+    Coordinates that far out are typos or another image's scale, and pycocotools' rasteriser overflows on
+    huge ones. `polys` must hold finite numbers only (the coordinate check ran before).
+    """
+    coords = np.fromiter(chain.from_iterable(polys), np.float64, int(lengths.sum()))
+    nonempty = np.flatnonzero(lengths > 0)
+    lo, hi = np.zeros(len(polys)), np.zeros(len(polys))
+    if nonempty.size:
+        starts = (np.cumsum(lengths) - lengths)[nonempty]
+        lo[nonempty], hi[nonempty] = np.minimum.reduceat(coords, starts), np.maximum.reduceat(coords, starts)
+    with np.errstate(invalid="ignore"):
+        return (lo < -side) | (hi > 2 * side)
 
 
 def _polygon_lengths(seg: Any) -> str:
@@ -126,7 +162,7 @@ def rle_problem(rle: Dict[str, Any], image_size: Optional[Tuple[int, int]]) -> O
         if total is None:
             return "RLE 'counts' is not a valid compressed RLE string; re-encode the mask with pycocotools"
     elif type(counts) is list:
-        if not all(type(v) is int and v >= 0 for v in counts):
+        if not (set(map(type, counts)) <= {int} and min(counts, default=0) >= 0):
             return "uncompressed RLE 'counts' must be a list of run lengths (integers >= 0)"
         total = sum(counts)
     else:

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from dataset_tools.report import ProblemLog
 from dataset_tools.validate import SPLITS, annotation_file, load_json
-from engine.runtime.atomic_io import write_text
+from engine.runtime.atomic_io import write_bytes
 from engine.errors import ConfigError
 
 
@@ -25,7 +25,8 @@ def check_percents(train_percent: Any, val_percent: Any) -> None:
             raise ConfigError(f"CheckDataset.split.{key} is {value!r}; with split.enable=True set both "
                               "train_percent and val_percent, e.g. 80 and 20")
         if not 0 < value < 100:
-            raise ConfigError(f"CheckDataset.split.{key} is {value}; it must be between 0 and 100 (exclusive)")
+            raise ConfigError(f"CheckDataset.split.{key} is {value}; it must be between 0 and 100 "
+                              "(exclusive)")
     if abs(train_percent + val_percent - 100) > 1e-6:
         raise ConfigError(f"CheckDataset.split.train_percent + val_percent is {train_percent + val_percent}, "
                           "not 100; e.g. train_percent=80 val_percent=20")
@@ -56,8 +57,13 @@ def backup_file(path: Path) -> Optional[Path]:
 
 
 def write_coco(path: Path, doc: Dict[str, Any]) -> None:
-    """Write a COCO document compactly and atomically."""
-    write_text(path, json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
+    """Write a COCO document compactly and atomically (UTF-8; all-ASCII escapes when a string holds a lone
+    surrogate, which UTF-8 cannot carry but a JSON escape can)."""
+    try:
+        data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        data = json.dumps(doc, separators=(",", ":")).encode("ascii")
+    write_bytes(path, data)
 
 
 def _load_for_split(root: Path, log: ProblemLog) -> Dict[str, Dict[str, Any]]:
@@ -70,22 +76,26 @@ def _load_for_split(root: Path, log: ProblemLog) -> Dict[str, Dict[str, Any]]:
         doc = load_json(root / rel, rel, log)
         if doc is None:
             continue
-        if not (isinstance(doc, dict) and all(type(doc.get(k)) is list for k in ("images", "annotations"))):
-            log.error("cannot re-split", rel, None, "needs 'images' and 'annotations' lists to be re-split")
+        if not (isinstance(doc, dict) and all(type(doc.get(k)) is list for k in ("images", "annotations"))
+                and type(doc.get("categories", [])) is list
+                and all(type(c) is dict for c in doc.get("categories", []))):
+            log.error("cannot re-split", rel, None,
+                      "needs 'images' and 'annotations' lists and a 'categories' list of objects to be "
+                      "re-split; run check_dataset without split to see what is wrong")
             continue
         images, anns = doc["images"], doc["annotations"]
         ids = [im.get("id") if type(im) is dict else None for im in images]
         if not all(type(i) is int for i in ids) or len(set(ids)) != len(ids):
-            log.error("cannot re-split", rel, None, "every image needs a unique integer id before re-splitting; "
-                                                    "run check_dataset without split to list the bad ones")
+            log.error("cannot re-split", rel, None, "every image needs a unique integer id before "
+                      "re-splitting; run check_dataset without split to list the bad ones")
             continue
         known = set(ids)
         orphans = [a.get("id") if type(a) is dict else f"annotations[{k}]" for k, a in enumerate(anns)
-                   if type(a) is not dict or type(a.get("id")) is not int or type(a.get("image_id")) is not int
-                   or a["image_id"] not in known]
+                   if type(a) is not dict or type(a.get("id")) is not int
+                   or type(a.get("image_id")) is not int or a["image_id"] not in known]
         log.add_many("error", "cannot re-split", rel, range(len(orphans)), lambda k: (
-            orphans[k], "annotation has no integer id or its image_id is not in 'images'; it would be lost by "
-                        "a re-split: fix or remove it first"))
+            orphans[k], "annotation has no integer id or its image_id is not in 'images'; it would be lost "
+                        "by a re-split: fix or remove it first"))
         if not orphans:
             docs[split] = doc
     if not docs and log.num_errors == 0:
@@ -103,8 +113,8 @@ def _merge_categories(docs: Dict[str, Dict[str, Any]], log: ProblemLog) -> List[
             first = merged.setdefault(cat.get("id"), cat)
             if first.get("name") != cat.get("name"):
                 log.error("cannot re-split", annotation_file(split), cat.get("id"), (
-                    f"category {cat.get('id')} is named {first.get('name')!r} and {cat.get('name')!r} in the two "
-                    "files; make the names agree before re-splitting"))
+                    f"category {cat.get('id')} is named {first.get('name')!r} and {cat.get('name')!r} in the "
+                    "two files; make the names agree before re-splitting"))
     cats = list(merged.values())
     return sorted(cats, key=lambda c: c["id"]) if all(type(c.get("id")) is int for c in cats) else cats
 
@@ -132,7 +142,8 @@ def split_dataset(root: Path, train_percent: float, val_percent: float, seed: in
         img_shift = _shift([im["id"] for im in doc["images"]], [im["id"] for im in images])
         ann_shift = _shift([a["id"] for a in doc["annotations"]], [a["id"] for a in anns])
         images += [dict(im, id=im["id"] + img_shift) for im in doc["images"]]
-        anns += [dict(a, id=a["id"] + ann_shift, image_id=a["image_id"] + img_shift) for a in doc["annotations"]]
+        anns += [dict(a, id=a["id"] + ann_shift, image_id=a["image_id"] + img_shift)
+                 for a in doc["annotations"]]
     n = len(images)
     if n < 2:
         log.error("cannot re-split", annotation_file("train"), None,
@@ -151,7 +162,8 @@ def split_dataset(root: Path, train_percent: float, val_percent: float, seed: in
         split_anns = [a for a in anns if a["image_id"] in wanted]
         counts[split] = (len(in_split), len(split_anns))
         new_docs[split] = {**extra, "images": in_split, "annotations": split_anns, "categories": categories}
-    backups = [backup_file(root / annotation_file(split)) for split in SPLITS]  # both before either is replaced
+    # both backed up before either is replaced
+    backups = [backup_file(root / annotation_file(split)) for split in SPLITS]
     for split in SPLITS:
         write_coco(root / annotation_file(split), new_docs[split])
     return {

@@ -13,6 +13,7 @@ Speed: the checks run as numpy over all annotations plus a few C-level passes (`
 the parsed lists; per-item Python code runs only for problem reports, RLE entries and the slow path that
 locates a bad coordinate once a fast pass has seen one.
 """
+import gc
 import json
 import os
 import posixpath
@@ -23,10 +24,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from dataset_tools.fields import (as_dicts, bbox_field, float_field, int_field, lookup, report_duplicates, short,
-                                  type_problem)
+from dataset_tools.fields import (as_dicts, bbox_field, column, float_field, int_field, lookup,
+                                  report_duplicates, short, type_problem)
 from dataset_tools.report import ProblemLog, progress
 from dataset_tools.segmentation import check_segmentation
+from engine.runtime.json_read import gc_paused, read_json
 
 SPLITS = ("train", "val")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -64,14 +66,13 @@ class SplitData:
 
 # ---------------------------------------------------------------------------------------------- loading
 def load_json(path: Path, rel: str, log: ProblemLog, what: str = "annotation file") -> Any:
-    """Parse `path`; on any failure log an error naming the file and return None."""
+    """Parse `path`; on any failure (a `null` document included) log an error naming the file, return None."""
     if not path.is_file():
         hint = "" if path.parent.is_dir() else f" (and its folder {path.parent.name}/ is missing)"
         log.error("file missing", rel, None, f"{what} not found{hint}; create it or fix Global.dataset_dir")
         return None
     try:
-        with open(path, "rb") as fh:
-            return json.load(fh)
+        doc = read_json(path)
     except json.JSONDecodeError as exc:
         log.error("not valid JSON", rel, None,
                   f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}; fix the file")
@@ -81,6 +82,11 @@ def load_json(path: Path, rel: str, log: ProblemLog, what: str = "annotation fil
         log.error("file unreadable", rel, None, f"cannot be read: {exc.strerror or exc}")
     except RecursionError:
         log.error("not valid JSON", rel, None, "nested too deeply to parse; is this a COCO annotation file?")
+    else:
+        if doc is not None:
+            return doc
+        log.error("not a JSON object", rel, None,
+                  f"the file holds only `null`; expected the {what}'s JSON object")
     return None
 
 
@@ -124,7 +130,8 @@ def _check_images(raw: List[Any], rel: str, log: ProblemLog) -> Tuple[_Images, L
     """Check image entries; return their arrays, file names and the mask of usable entries."""
     imgs, is_dict = as_dicts(raw)
     log.add_many("error", "image not an object", rel, np.flatnonzero(~is_dict), lambda i: (
-        f"images[{i}]", f"images[{i}] is {short(raw[i])}, expected an object with id, file_name, width, height"))
+        f"images[{i}]",
+        f"images[{i}] is {short(raw[i])}, expected an object with id, file_name, width, height"))
     ids, id_ok, id_raw = int_field(imgs, "id")
     labels = [int(v) if k else f"images[{i}]" for i, (v, k) in enumerate(zip(ids, id_ok))]
     log.add_many("error", "image id", rel, np.flatnonzero(is_dict & ~id_ok), lambda i: (
@@ -139,8 +146,11 @@ def _check_images(raw: List[Any], rel: str, log: ProblemLog) -> Tuple[_Images, L
         log.add_many("error", f"image {key}", rel, np.flatnonzero(is_dict & ~ok), lambda i: (
             labels[i], type_problem(key, vraw[i], f"the image {key} in pixels (an integer > 0)")))
         sizes[key] = np.where(ok, values, np.nan)
-    names = [e.get("file_name") for e in imgs]
-    name_ok = np.array([type(n) is str and n != "" for n in names], bool)
+    names = column(imgs, "file_name")
+    if set(map(type, names)) <= {str}:
+        name_ok = np.fromiter(map(bool, names), bool, len(names))
+    else:
+        name_ok = np.array([type(n) is str and n != "" for n in names], bool)
     log.add_many("error", "image file_name", rel, np.flatnonzero(is_dict & ~name_ok), lambda i: (
         labels[i], type_problem("file_name", names[i], "the image path relative to images/")))
     usable = is_dict & id_ok & ~dup & name_ok & ~np.isnan(sizes["height"]) & ~np.isnan(sizes["width"])
@@ -151,6 +161,26 @@ def _check_images(raw: List[Any], rel: str, log: ProblemLog) -> Tuple[_Images, L
 def _unsafe(name: str) -> bool:
     parts = name.replace("\\", "/").split("/")
     return name.startswith(("/", "\\")) or bool(_DRIVE.match(name)) or ".." in parts
+
+
+def usable_file_name(name: str) -> bool:
+    """Whether `name` can be a path on this system (no NUL, encodable in the file-system encoding)."""
+    try:
+        return "\x00" not in name and bool(os.fsencode(name))
+    except UnicodeEncodeError:
+        return False
+
+
+def _plain_names(joined: str) -> bool:
+    """Whether none of the newline-joined names can be unsafe or unusable (what `_unsafe` and
+    `usable_file_name` reject needs a '/' or '\\' at the start, a ':', '..', a NUL or an unencodable char)."""
+    if any(c in joined for c in ("\\", ":", "..", "\x00")) or joined.startswith("/") or "\n/" in joined:
+        return False
+    try:
+        os.fsencode(joined)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _list_files(folder: Path) -> set:
@@ -171,12 +201,21 @@ def _check_image_files(root: Path, split: str, names: List[Any], candidates: np.
             log.error("images folder missing", "images", None,
                       f"folder images/ not found in {root}; put the image files there")
         return present
-    listings: Dict[str, set] = {}
-    unsafe, missing = [], []
-    for i in progress(np.flatnonzero(candidates), desc=f"{split} image files", min_total=50_000):
+    listings: Dict[str, set] = {"": _list_files(images_dir)}
+    unsafe, unusable, missing = [], [], []
+    to_check = np.flatnonzero(candidates)
+    listed = [names[i] for i in to_check]
+    if _plain_names("\n".join(listed)):  # the usual case: a set lookup per name, no Python code per name
+        in_top = np.fromiter(map(listings[""].__contains__, listed), bool, len(listed))
+        present[to_check[in_top]] = True
+        to_check = to_check[~in_top]  # in sub-folders, or missing
+    for i in progress(to_check, desc=f"{split} image files", min_total=50_000):
         name = names[i]
         if _unsafe(name):
             unsafe.append(i)
+            continue
+        if not usable_file_name(name):
+            unusable.append(i)
             continue
         folder, _, base = posixpath.normpath(name).rpartition("/")
         files = listings.get(folder)
@@ -189,6 +228,9 @@ def _check_image_files(root: Path, split: str, names: List[Any], candidates: np.
     log.add_many("error", "image path outside images/", rel, unsafe, lambda i: (
         labels[i], f"file_name {short(names[i])} is absolute or climbs out of images/ ('..'); "
                    "use a path relative to images/"))
+    log.add_many("error", "image file_name unusable", rel, unusable, lambda i: (
+        labels[i], f"file_name {short(names[i])} holds a NUL or a character no file name can have; rename "
+                   "the image file and fix file_name"))
     log.add_many("error", "image file missing", rel, missing, lambda i: (
         labels[i], f"image file images/{names[i]} not found; add it or remove the image and its annotations"))
     return present
@@ -210,12 +252,14 @@ def _check_annotations(
     def add(kind: str, mask: np.ndarray, describe: Any, severity: str = "error") -> None:
         log.add_many(severity, kind, rel, np.flatnonzero(mask), lambda i: (label(i), describe(i)))
 
-    add("annotation id", is_dict & ~id_ok, lambda i: type_problem("id", id_raw[i], "an integer annotation id"))
+    add("annotation id", is_dict & ~id_ok,
+        lambda i: type_problem("id", id_raw[i], "an integer annotation id"))
     ok = is_dict & id_ok
     ok[np.flatnonzero(id_ok)] &= ~report_duplicates(log, rel, "annotation", ids[id_ok])
 
     img_ids, img_ok, img_raw = int_field(anns, "image_id")
-    add("annotation image_id", is_dict & ~img_ok, lambda i: type_problem("image_id", img_raw[i], "an image id"))
+    add("annotation image_id", is_dict & ~img_ok,
+        lambda i: type_problem("image_id", img_raw[i], "an image id"))
     index = lookup(images.ids, images.id_ok, img_ids, img_ok)
     add("unknown image_id", img_ok & (index < 0), lambda i: (
         f"image_id {int(img_ids[i])} is not in 'images'; fix the id or remove the annotation"))
@@ -268,9 +312,13 @@ def _check_area_crowd(anns: List[dict], is_dict: np.ndarray, add: Any) -> np.nda
     area, area_num, area_raw = float_field(anns, "area")
     with np.errstate(invalid="ignore"):
         area_ok = area_num & np.isfinite(area) & (area >= 0)
-    add("area", is_dict & ~area_ok, lambda i: type_problem("area", area_raw[i], "the mask area in pixels (>= 0)"))
-    crowd = [a.get("iscrowd") for a in anns]
-    crowd_ok = np.fromiter((c in (0, 1) and type(c) in (int, bool) for c in crowd), bool, len(crowd))
+    add("area", is_dict & ~area_ok,
+        lambda i: type_problem("area", area_raw[i], "the mask area in pixels (>= 0)"))
+    crowd = column(anns, "iscrowd")
+    if set(map(type, crowd)) <= {int, bool}:
+        crowd_ok = np.fromiter(map({0, 1}.__contains__, crowd), bool, len(crowd))
+    else:
+        crowd_ok = np.fromiter((c in (0, 1) and type(c) in (int, bool) for c in crowd), bool, len(crowd))
     add("iscrowd", is_dict & ~crowd_ok, lambda i: type_problem("iscrowd", crowd[i], "0 or 1"))
     return area_ok & crowd_ok
 
@@ -280,12 +328,17 @@ def validate_split(root: Path, split: str, log: ProblemLog, bbox_tolerance: floa
     """Check `annotations/instance_{split}.json` and its image files; every problem goes to `log`."""
     rel = annotation_file(split)
     data = SplitData(split, rel)
-    doc = load_json(Path(root) / rel, rel, log)
+    with gc_paused():
+        doc = load_json(Path(root) / rel, rel, log)
+        # The document lives until the check ends and holds no reference cycles: freezing it (before the
+        # collector is back on) keeps every later collection from walking its millions of lists and dicts,
+        # a third of a COCO-scale check's time. check.run unfreezes at its end; refcounting frees as usual.
+        gc.freeze()
     if doc is None:
         return data
     if not isinstance(doc, dict):
-        log.error("not a COCO object", rel, None, f"top level is {type(doc).__name__}, expected a COCO object "
-                                                  "with images, annotations and categories")
+        log.error("not a COCO object", rel, None, f"top level is {type(doc).__name__}, expected a COCO "
+                  "object with images, annotations and categories")
         return data
     lists = {}
     for key in ("images", "annotations", "categories"):
@@ -320,7 +373,8 @@ def validate_dataset(root: Path, log: ProblemLog, bbox_tolerance: float = 2.0) -
     root = Path(root)
     if not root.is_dir():
         log.error("dataset folder missing", str(root), None,
-                  "dataset folder not found; set Global.dataset_dir to the folder holding images/ and annotations/")
+                  "dataset folder not found; set Global.dataset_dir to the folder holding images/ and "
+                  "annotations/")
         return {}
     splits = {s: validate_split(root, s, log, bbox_tolerance) for s in SPLITS}
     _check_across_splits(splits["train"], splits["val"], log)
@@ -346,5 +400,5 @@ def _check_across_splits(train: SplitData, val: SplitData, log: ProblemLog) -> N
 
 def _file_names(data: SplitData) -> List[Optional[str]]:
     """Normalised file_name of each image entry (None where missing)."""
-    return [posixpath.normpath(e["file_name"]) if type(e) is dict and type(e.get("file_name")) is str else None
-            for e in data.images]
+    return [posixpath.normpath(e["file_name"])
+            if type(e) is dict and type(e.get("file_name")) is str else None for e in data.images]

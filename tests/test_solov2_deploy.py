@@ -23,7 +23,7 @@ TINY_OVERRIDES = [  # demo_solov2.yaml, narrower and at 64 px: 2 training steps 
     "Architecture.mask_mid_channels=16", "Architecture.kernel_out_channels=32", "Architecture.gn_groups=8",
     "Architecture.num_grids=[12,10,8,6,4]", "Train.epochs_iters=1", "Train.batch_size=2",
     "Train.warmup_steps=1", "Train.log_interval=1", "TrainReader.short_sizes=[64]", "TrainReader.max_size=64",
-    "EvalReader.short_sizes=[64]", "EvalReader.max_size=64", "Global.cpu_threads=1",
+    "EvalReader.target_size=[64, 64]", "Global.cpu_threads=1",
 ]
 
 

@@ -1,36 +1,29 @@
-"""Import PaddleDetection (a checkout, not installed) in an environment that lacks some of its optional
-dependencies: the modules it imports at start-up for plotting, downloads and other tasks' augmentations get
-stand-ins, and `six.moves` gets the builtins SOLOv2's head takes from it. Used by the comparison and
-benchmark tools' PaddleDetection side."""
+"""Import modules of a PaddleDetection checkout (not installed) in an environment that lacks some of its
+optional dependencies. Its package pulls in plotting, download and other tasks' augmentation modules at
+start-up that the model code never uses: each one that is missing gets a stand-in. `six.moves` gets the
+builtins SOLOv2's head takes from it. Used by the comparison, benchmark and golden-output tools'
+PaddleDetection side."""
 import importlib
 import sys
 import types
-
-OPTIONAL = ("requests", "imgaug", "imgaug.augmentables", "imgaug.augmentables.lines",
-            "imgaug.augmentables.segmaps", "imgaug.augmenters", "matplotlib", "matplotlib.pyplot", "sklearn",
-            "mpl_toolkits", "mpl_toolkits.mplot3d", "pandas")
+from pathlib import Path
+from typing import Any, Union
 
 
-class _Absent(types.ModuleType):
+class _Stub(types.ModuleType):
     """Stand-in for a module PaddleDetection imports but the model code never uses."""
 
-    def __getattr__(self, name: str) -> "_Absent":
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        return _Absent(f"{self.__name__}.{name}")
+        return _Stub(f"{self.__name__}.{name}")
 
-    def __call__(self, *args: object, **kwargs: object) -> "_Absent":
-        return self
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
-def import_ppdet(ppdet_root: str) -> None:
-    """Put `ppdet_root` on sys.path and import ppdet, with stand-ins for missing optional modules."""
-    sys.path.insert(0, ppdet_root)
-    for name in OPTIONAL:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            sys.modules[name] = _Absent(name)
+def _six_builtins() -> None:
+    """A minimal `six` whose `moves` are Python 3's builtins, when the real one is missing."""
     try:
         import six  # noqa: F401
     except ImportError:
@@ -39,4 +32,28 @@ def import_ppdet(ppdet_root: str) -> None:
         six_module = types.ModuleType("six")
         six_module.moves = moves  # type: ignore[attr-defined]
         sys.modules.update({"six": six_module, "six.moves": moves})
-    importlib.import_module("ppdet")
+
+
+def import_with_stubs(root: Union[str, Path], module: str) -> types.ModuleType:
+    """Import `module` (e.g. "ppdet.core.workspace") from the PaddleDetection checkout `root`, with a
+    stand-in for every missing third-party module its package imports."""
+    sys.path.insert(0, str(root))
+    _six_builtins()
+    for _ in range(50):
+        try:
+            return importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name.startswith("ppdet"):
+                raise
+            for name in [m for m in sys.modules if m.startswith("ppdet")]:
+                del sys.modules[name]
+            parts = exc.name.split(".")
+            for i in range(1, len(parts) + 1):
+                sys.modules.setdefault(".".join(parts[:i]), _Stub(".".join(parts[:i])))
+    raise RuntimeError("too many missing modules")
+
+
+def import_ppdet(root: Union[str, Path]) -> None:
+    """Import the `ppdet` package and its model code from `root` (see `import_with_stubs`)."""
+    import_with_stubs(root, "ppdet.core.workspace")
+    import_with_stubs(root, "ppdet.modeling")

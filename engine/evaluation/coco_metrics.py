@@ -5,17 +5,20 @@ pycocotools' COCOeval run directly):
 - ``pycocotools``: pycocotools' COCOeval, the reference.
 - ``fast``: faster-coco-eval's C++ evaluate/accumulate (``COCOeval_faster``), when that package is
   installed; otherwise pycocotools with a warning (same numbers, reference speed).
+The output's ``backend`` says which one ran.
 """
 import contextlib
 import copy
 import io
 import logging
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from engine.data.coco import load_coco
 from engine.errors import ConfigError
 
 log = logging.getLogger("instseg")
@@ -32,8 +35,7 @@ def load_gt(coco_gt: Union[COCO, str]) -> COCO:
     """A pycocotools COCO object from itself or a JSON path (index built quietly)."""
     if isinstance(coco_gt, COCO):
         return coco_gt
-    with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(coco_gt))
+    return load_coco(Path(coco_gt))  # the one COCO-file reader (orjson when installed)
 
 
 def _quiet_load_res(gt: COCO, results: List[Dict[str, Any]]) -> COCO:
@@ -95,8 +97,9 @@ def evaluate_coco(
     """Evaluate COCO-format results against ground truth.
 
     Returns ``{iou_type: {"stats": [12 floats], <STAT_NAMES>: float}, "per_class_AP": {iou_type:
-    {label: ap}}}``. Labels are the category names (or ``label_names`` in ascending category-id
-    order). With no results every stat is 0.0 (pycocotools cannot load an empty result list).
+    {label: ap}}, "backend": the backend that ran}`` (``pycocotools`` where ``fast`` is asked for but
+    faster-coco-eval is not installed). Labels are the category names (or ``label_names`` in ascending
+    category-id order). With no results every stat is 0.0 (pycocotools cannot load an empty result list).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"Evaluate.backend={backend!r} is not one of {list(BACKENDS)}")
@@ -110,7 +113,7 @@ def evaluate_coco(
     use_fast = backend == "fast" and _fast_available()
     if backend == "fast" and not use_fast:
         log.warning("Evaluate.backend=fast needs faster-coco-eval; using pycocotools (same numbers)")
-    out: Dict[str, Any] = {"per_class_AP": {}}
+    out: Dict[str, Any] = {"per_class_AP": {}, "backend": "fast" if use_fast else "pycocotools"}
     for t in iou_types:
         if not results:
             stats = np.zeros(12)

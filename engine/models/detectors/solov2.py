@@ -21,6 +21,7 @@ from ..losses.dice import dice_loss
 from ..losses.focal import sigmoid_focal_loss
 from ..necks.fpn import FPN
 from ..ops.solov2_targets import SOLOv2Targets, solov2_targets
+from .export_inputs import image_input_spec
 
 Batch = Dict[str, Any]
 MASK_LEVELS = 4  # the mask feature branch uses P2..P5
@@ -129,11 +130,7 @@ class SOLOv2(nn.Layer):
 
     def export_spec(self) -> Dict[str, paddle.static.InputSpec]:
         """Inputs of `forward`, in order, for `paddle.jit.to_static` (batch and image size dynamic)."""
-        return {
-            "image": paddle.static.InputSpec([None, 3, None, None], "float32", "image"),
-            "im_shape": paddle.static.InputSpec([None, 2], "float32", "im_shape"),
-            "scale_factor": paddle.static.InputSpec([None, 2], "float32", "scale_factor"),
-        }
+        return image_input_spec()
 
 
 def _numpy(x: Any) -> np.ndarray:

@@ -16,3 +16,15 @@ def dice_loss(probs: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
     inter = (probs * targets).sum(axis=-1)
     denominator = (probs * probs).sum(axis=-1) + (targets * targets).sum(axis=-1) + 2 * SMOOTH
     return 1.0 - 2.0 * inter / denominator
+
+
+def linear_dice_loss(probs: paddle.Tensor, targets: paddle.Tensor, smooth: float = 1.0) -> paddle.Tensor:
+    """Per-mask dice loss with plain sums, 1 - (2 |p t| + smooth) / (|p| + |t| + smooth) (the DETR family's).
+
+    Args:
+        probs, targets: float32 [..., P] as in `dice_loss`.
+    Returns:
+        float32 [...] one loss per mask (unreduced).
+    """
+    inter = (probs * targets).sum(axis=-1)
+    return 1.0 - (2.0 * inter + smooth) / (probs.sum(axis=-1) + targets.sum(axis=-1) + smooth)
