@@ -55,8 +55,8 @@ class SOLOv2Architecture:
     head_channels: int = 512  # width of the category and kernel branches (seg_feat_channels)
     stacked_convs: int = 4  # 3x3 conv + GroupNorm + ReLU layers in each branch
     num_grids: List[int] = field(default_factory=lambda: [40, 36, 24, 16, 12])  # S x S cells, P2..P6
-    scale_ranges: List[List[float]] = field(  # sqrt(box area) range (resized pixels) each level learns
-        default_factory=lambda: [[1, 96], [48, 192], [96, 384], [192, 768], [384, 2048]])
+    scale_ranges: List[List[float]] = field(  # per level: [lower, upper] sqrt(box area) in resized pixels
+        default_factory=lambda: [[1.0, 96.0], [48.0, 192.0], [96.0, 384.0], [192.0, 768.0], [384.0, 2048.0]])
     coord_sigma: float = 0.2  # centre region: this share of the box size around the mass centre
     mask_mid_channels: int = 128  # mask feature branch: per-level conv width
     kernel_out_channels: int = 256  # mask feature channels = length of each predicted 1x1 kernel

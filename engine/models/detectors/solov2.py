@@ -112,7 +112,7 @@ class SOLOv2(nn.Layer):
         cate_logits, kernels, mask_feat = self._outputs(image)
         cate_probs = [points_nms(paddle.nn.functional.sigmoid(c)) for c in cate_logits]
         num_images = paddle.shape(image)[0]
-        rows = candidates(cate_probs, kernels, mask_feat, self.post)
+        rows = candidates(cate_probs, kernels, mask_feat, self.solov2_head.num_grids, self.post)
         rows, counts = select(rows, num_images, self.post)
         image_of = paddle.minimum(rows["image"], (num_images - 1).astype("int64"))
         original_size = paddle.floor(im_shape / scale_factor + 0.5)

@@ -12,7 +12,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import paddle
 
-from ..ops.bilinear import lerp_along, source_positions
+from ..ops.bilinear import lerp_rows, source_positions
 from ..ops.matrix_nms import matrix_nms
 from ..ops.nms import top_k_per_image
 
@@ -46,9 +46,14 @@ def _kept(mask: paddle.Tensor, placeholder: paddle.Tensor) -> paddle.Tensor:
 
 
 def candidates(cate_probs: List[paddle.Tensor], kernels: List[paddle.Tensor], mask_feat: paddle.Tensor,
-               post: SOLOv2PostProcess) -> Dict[str, paddle.Tensor]:
+               num_grids: Sequence[int], post: SOLOv2PostProcess) -> Dict[str, paddle.Tensor]:
     """Cells and classes scoring above the threshold, with their mask probabilities [K, h * w], the
-    placeholder last (see the module docstring)."""
+    placeholder last (see the module docstring).
+
+    Args:
+        cate_probs: per level float32 [N, C, S, S] class probabilities (after points_nms);
+        kernels: per level float32 [N, E, S, S]; mask_feat: float32 [N, E, h, w]; num_grids: S per level.
+    """
     num_images = paddle.shape(mask_feat)[0]
     num_classes = cate_probs[0].shape[1]
     channels = mask_feat.shape[1]
@@ -68,7 +73,7 @@ def candidates(cate_probs: List[paddle.Tensor], kernels: List[paddle.Tensor], ma
     logits = paddle.matmul(kernel, feats).reshape([paddle.shape(index)[0] * num_images, -1])
     own = paddle.arange(0, paddle.shape(index)[0], dtype="int64") * num_images.astype("int64") + image
     logits = paddle.gather(logits, own)
-    strides = paddle.to_tensor(_cell_strides([int(np.sqrt(p.shape[2] * p.shape[3])) for p in cate_probs]))
+    strides = paddle.to_tensor(_cell_strides(num_grids))
     return {"placeholder": placeholder,
             "image": paddle.where(placeholder, paddle.zeros_like(image) + num_images.astype("int64"), image),
             "label": paddle.where(placeholder, paddle.full_like(image, num_classes), index % num_classes),
@@ -102,7 +107,7 @@ def masks_to_original(probs: paddle.Tensor, feat_size: Tuple[paddle.Tensor, padd
     """Mask probabilities at the mask features' size -> uint8 0/1 masks in original pixels.
 
     As PaddleDetection: upsample x4 to the padded input, crop to the resized image, resize to the original
-    size (bilinear, align_corners False), then threshold. Separable: rows first, then columns.
+    size (bilinear, align_corners False), then threshold. Separable: columns, then rows.
 
     Args:
         probs: float32 [K, h, w]; feat_size: (h, w); resized: float32 [K, 2] the row's image size after
@@ -112,14 +117,16 @@ def masks_to_original(probs: paddle.Tensor, feat_size: Tuple[paddle.Tensor, padd
         uint8 [K, Hm, Wm]; pixels outside a row's image are 0.
     """
     count = paddle.shape(probs)[0]
-    for axis in (1, 2):
-        small = feat_size[axis - 1].astype("float32") * paddle.ones([count], "float32")
+    # columns first (on the transposed maps, while they are still h rows high), then rows
+    probs = probs.transpose([0, 2, 1])
+    for axis in (1, 0):
+        small = feat_size[axis].astype("float32") * paddle.ones([count], "float32")
         up = small * MASK_STRIDE
-        pos = source_positions(up.astype("int32")[0], small, small / up)
-        probs = lerp_along(probs, pos, small, axis)
-        crop, out = resized[:, axis - 1], original[:, axis - 1]
-        pos = source_positions(canvas[axis - 1], crop, crop / out)
-        probs = lerp_along(probs, pos, crop, axis)
+        probs = lerp_rows(probs, source_positions(up.astype("int32")[0], small, small / up), small)
+        crop, out = resized[:, axis], original[:, axis]
+        probs = lerp_rows(probs, source_positions(canvas[axis], crop, crop / out), crop)
+        if axis == 1:
+            probs = probs.transpose([0, 2, 1])
     inside_y = paddle.arange(0, canvas[0], dtype="float32").unsqueeze(0) < original[:, 0:1]
     inside_x = paddle.arange(0, canvas[1], dtype="float32").unsqueeze(0) < original[:, 1:2]
     inside = paddle.logical_and(inside_y.unsqueeze(2), inside_x.unsqueeze(1))

@@ -28,30 +28,32 @@ def source_positions(out_size: Size, in_size: paddle.Tensor, scale: paddle.Tenso
     return paddle.minimum(pos.clip(min=0.0), (in_size - 1.0).unsqueeze(1))
 
 
-def lerp_along(x: paddle.Tensor, pos: paddle.Tensor, in_size: paddle.Tensor, axis: int) -> paddle.Tensor:
-    """Linear interpolation of `x` along `axis` (1 or 2) at positions `pos`.
+def lerp_rows(x: paddle.Tensor, pos: paddle.Tensor, in_size: paddle.Tensor) -> paddle.Tensor:
+    """Linear interpolation of each map's rows (axis 1) at positions `pos`.
 
     Args:
         x: float32 [K, A, B]; pos: float32 [K, R] from `source_positions`; in_size: float32 [K] the valid
-            length of each row along `axis` (the upper neighbour index is clamped to in_size - 1).
+            rows of each map (the upper neighbour index is clamped to in_size - 1).
     Returns:
-        float32 [K, R, B] (axis 1) or [K, A, R] (axis 2).
+        float32 [K, R, B].
     """
+    count, rows, width = paddle.shape(x)[0], paddle.shape(x)[1], paddle.shape(x)[2]
     low = paddle.floor(pos)
-    frac = pos - low
+    frac = (pos - low).reshape([0, -1, 1])
     high = paddle.minimum(low + 1.0, (in_size - 1.0).unsqueeze(1))
-    size = paddle.shape(x)
-    if axis == 1:
-        shape, full = [0, -1, 1], [size[0], paddle.shape(pos)[1], size[2]]
-    else:
-        shape, full = [0, 1, -1], [size[0], size[1], paddle.shape(pos)[1]]
-    # indices expanded explicitly: take_along_axis's own broadcasting fails on traced dynamic shapes
-    low_i = paddle.expand(low.astype("int64").reshape(shape), full)
-    high_i = paddle.expand(high.astype("int64").reshape(shape), full)
-    frac = frac.reshape(shape)
-    a = paddle.take_along_axis(x, low_i, axis=axis, broadcast=False)
-    b = paddle.take_along_axis(x, high_i, axis=axis, broadcast=False)
+    # row indices into the maps stacked as one [K * A, B] matrix: one small index per output row. reshape,
+    # not unsqueeze: a Paddle Inference 3.3.1 pass mis-broadcasts `[K, R] + unsqueeze([K])`
+    offset = (paddle.arange(0, count, dtype="int64") * rows.astype("int64")).reshape([-1, 1])
+    flat = x.reshape([-1, width])
+    shape = [count, paddle.shape(pos)[1], width]
+    a = paddle.gather(flat, (low.astype("int64") + offset).flatten()).reshape(shape)
+    b = paddle.gather(flat, (high.astype("int64") + offset).flatten()).reshape(shape)
     return a * (1.0 - frac) + b * frac
+
+
+def lerp_cols(x: paddle.Tensor, pos: paddle.Tensor, in_size: paddle.Tensor) -> paddle.Tensor:
+    """`lerp_rows` along axis 2: [K, A, B] -> [K, A, R]."""
+    return lerp_rows(x.transpose([0, 2, 1]), pos, in_size).transpose([0, 2, 1])
 
 
 def resize_bilinear(x: paddle.Tensor, out_h: Size, out_w: Size) -> paddle.Tensor:
@@ -64,9 +66,9 @@ def resize_bilinear(x: paddle.Tensor, out_h: Size, out_w: Size) -> paddle.Tensor
     n, c, h, w = paddle.shape(x)[0], paddle.shape(x)[1], paddle.shape(x)[2], paddle.shape(x)[3]
     rows = x.reshape([n * c, h, w])
     count = paddle.shape(rows)[0]
-    for axis, size, out in ((1, h, out_h), (2, w, out_w)):
+    for lerp, size, out in ((lerp_rows, h, out_h), (lerp_cols, w, out_w)):
         ones = paddle.ones([count], "float32")
         length = ones * size.astype("float32")
         scale = length / (ones * (out.astype("float32") if isinstance(out, paddle.Tensor) else float(out)))
-        rows = lerp_along(rows, source_positions(out, length, scale), length, axis)
+        rows = lerp(rows, source_positions(out, length, scale), length)
     return rows.reshape([n, c, out_h, out_w])
