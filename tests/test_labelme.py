@@ -242,6 +242,11 @@ def test_convert_then_check_passes(tmp_path: Path) -> None:
      "annotations/b.json", "finite numbers"),
     (lambda r: _edit(r, "annotations/b.json", imageWidth=641), "annotations/b.json", "640x480"),
     (lambda r: _edit(r, "annotations/b.json", imagePath="a.png"), None, "also annotated"),
+    (lambda r: _edit(r, "annotations/b.json", shapes=[shape("dog", [[9, 9], [1e15, 9]], "circle")]),
+     "annotations/b.json", "far outside"),  # was: a 70-million-point circle, out of memory
+    (lambda r: _edit(r, "annotations/b.json", imagePath="b\x00.png"), "annotations/b.json", "NUL"),
+    (lambda r: (r / "label.txt").write_bytes(b"dog\n\xffcat\n"), "label.txt", "not UTF-8"),
+    (lambda r: (r / "annotations/c.json").write_text("null"), "annotations/c.json", "only `null`"),
 ])
 def test_conversion_errors_write_nothing(tmp_path: Path, break_it: Any, file: str, expect: str) -> None:
     root = write_labelme(tmp_path / "lm")
