@@ -148,7 +148,7 @@ def _defects() -> Dict[str, Callable[[Dict[str, Any]], Any]]:
         "polygon odd": lambda d: set_poly(d, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]),
         "segmentation number": lambda d: ann(d, 0, segmentation=5),
         "segmentation flat list": lambda d: ann(d, poly_ann(d), segmentation=[1.0, 2.0, 9.0, 2.0, 5.0, 8.0]),
-        "polygon far outside": lambda d: set_poly(d, [1.0, 2.0, 1e9, 4.0, 5.0, 6.0]),  # pycocotools segfaulted
+        "polygon far outside": lambda d: set_poly(d, [1.0, 2.0, 1e9, 4.0, 5.0, 6.0]),  # segfaulted
         "image file_name NUL": lambda d: image(d, file_name="sub\x00dir/a.jpg"),
         "segmentation empty": lambda d: ann(d, poly_ann(d), segmentation=[]),
         "bbox NaN": lambda d: ann(d, 0, bbox=[1.0, float("nan"), 3.0, 4.0]),
