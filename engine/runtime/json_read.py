@@ -18,7 +18,7 @@ from typing import Any, Iterator, Union
 try:
     import orjson
 except ImportError:  # optional: requirements.txt lists it, the fallback keeps a minimal install working
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 
 def parse_json(data: Union[bytes, str]) -> Any:
