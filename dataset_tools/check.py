@@ -25,8 +25,8 @@ def _check_options(cfg: Any) -> None:
     """Config errors that must stop the run before convert or split change any file."""
     convert, split = cfg.CheckDataset.convert, cfg.CheckDataset.split
     if convert.enable and convert.src_dataset_type not in SOURCE_TYPES:
-        raise ConfigError(f"CheckDataset.convert.src_dataset_type is {convert.src_dataset_type!r}; supported: "
-                          f"{', '.join(SOURCE_TYPES)} (or set CheckDataset.convert.enable=False)")
+        raise ConfigError(f"CheckDataset.convert.src_dataset_type is {convert.src_dataset_type!r}; "
+                          f"supported: {', '.join(SOURCE_TYPES)} (or set CheckDataset.convert.enable=False)")
     if split.enable:
         check_percents(split.train_percent, split.val_percent)
 
@@ -79,8 +79,8 @@ def _run(cfg: Any) -> Dict[str, Any]:
     if not report["check_pass"]:
         first = "; ".join(log.first_errors(3))
         raise DatasetCheckFailed(
-            f"dataset check failed: {log.num_errors} error(s), {log.num_warnings} warning(s); first: {first}. "
-            f"Every problem is listed in {output / 'check_dataset_result.json'}", report)
+            f"dataset check failed: {log.num_errors} error(s), {log.num_warnings} warning(s); "
+            f"first: {first}. Every problem is listed in {output / 'check_dataset_result.json'}", report)
     return report
 
 

@@ -152,12 +152,13 @@ class _Converter:
         if doc is None:
             return
         if not isinstance(doc, dict) or type(doc.get("shapes")) is not list:
-            self.log.error("not a LabelMe file", rel, None, "expected a LabelMe JSON object with a 'shapes' list")
+            self.log.error("not a LabelMe file", rel, None,
+                           "expected a LabelMe JSON object with a 'shapes' list")
             return
         height, width = doc.get("imageHeight"), doc.get("imageWidth")
         if not (type(height) is int and type(width) is int and height > 0 and width > 0):
             self.log.error("LabelMe image size", rel, None, f"imageHeight/imageWidth are {height}/{width}; "
-                                                            "expected positive integers (re-save it in LabelMe)")
+                           "expected positive integers (re-save it in LabelMe)")
             return
         file_name = self._image(rel, doc, height, width)
         if file_name is None:
@@ -168,7 +169,8 @@ class _Converter:
             area, bbox = rasterise([(t, p) for t, p, _ in members], height, width)
             if area == 0:
                 self.log.warning("shape outside the image", rel, None, (
-                    f"'{label[0]}' shape(s) {[j for _, _, j in members]} cover no pixel of the image; skipped"))
+                    f"'{label[0]}' shape(s) {[j for _, _, j in members]} cover no pixel of the image; "
+                    "skipped"))
                 continue
             self.labels.add(label[0])
             self.anns[split].append({
@@ -186,7 +188,8 @@ class _Converter:
                 continue
             label, shape_type = shape.get("label"), shape.get("shape_type") or "polygon"
             if type(label) is not str or not label.strip():
-                self.log.error("LabelMe shape", rel, j, f"shapes[{j}] has label {label!r}; give it a class name")
+                self.log.error("LabelMe shape", rel, j,
+                               f"shapes[{j}] has label {label!r}; give it a class name")
                 continue
             if shape_type not in SHAPE_TYPES:
                 self.log.warning("shape type skipped", rel, j, (
@@ -197,7 +200,8 @@ class _Converter:
             problem = "has points that are not [x, y] pairs of finite numbers" if pts is None else \
                 _far_outside(shape_type, pts, height, width) or shape_polygon(shape_type, pts)[1]
             if pts is None or problem:
-                self.log.error("LabelMe shape", rel, j, f"shapes[{j}] ({shape_type} '{label}') {problem}; redraw it")
+                self.log.error("LabelMe shape", rel, j,
+                               f"shapes[{j}] ({shape_type} '{label}') {problem}; redraw it")
                 continue
             group = shape.get("group_id")
             key = (label, ("shape", j) if group is None else ("group", _hashable(group)))
@@ -209,7 +213,8 @@ class _Converter:
         for group, labels in labels_of.items():
             if len(labels) > 1:
                 self.log.warning("group_id with several labels", rel, None, (
-                    f"group_id {group} joins shapes labelled {sorted(labels)}; they stay one instance per label"))
+                    f"group_id {group} joins shapes labelled {sorted(labels)}; they stay one instance per "
+                    "label"))
         return groups
 
     def _image(self, rel: str, doc: Dict[str, Any], height: int, width: int) -> Optional[str]:
@@ -254,8 +259,9 @@ class _Converter:
             return None
         owner = self.image_owner.setdefault(file_name, rel)
         if owner != rel:
-            self.log.error("image annotated twice", rel, None, f"images/{file_name} is also annotated by {owner}; "
-                                                               "keep one LabelMe file per image")
+            self.log.error("image annotated twice", rel, None,
+                           f"images/{file_name} is also annotated by {owner}; keep one LabelMe file per "
+                           "image")
             return None
         return file_name
 
@@ -289,9 +295,9 @@ def _split_lists(root: Path, seed: int, log: ProblemLog) -> Optional[Dict[str, A
     """{"train": [...], "val": [...], "val_source": ...} from the list files; None (logged) on errors."""
     train_path, val_path = root / "train_anno_list.txt", root / "val_anno_list.txt"
     if not train_path.is_file():
-        log.error("file missing", "train_anno_list.txt", None, "train_anno_list.txt not found; list the train "
-                                                               "LabelMe files there, one path (relative to the "
-                                                               "dataset folder) a line")
+        log.error("file missing", "train_anno_list.txt", None,
+                  "train_anno_list.txt not found; list the train LabelMe files there, one path (relative to "
+                  "the dataset folder) a line")
         return None
     train = read_list(train_path, log)
     val = read_list(val_path, log) if val_path.is_file() else []
@@ -333,7 +339,8 @@ def convert_labelme(root: Path, seed: int, log: ProblemLog) -> Optional[Dict[str
     cat_id = {c["name"]: c["id"] for c in categories}
     ann_ids = iter(range(1, 1 + sum(map(len, conv.anns.values()))))
     anns = {split: [{"id": next(ann_ids), "image_id": a["image_id"], "category_id": cat_id[a["label"]],
-                     **{k: v for k, v in a.items() if k not in ("image_id", "label")}} for a in conv.anns[split]]
+                     **{k: v for k, v in a.items() if k not in ("image_id", "label")}}
+                    for a in conv.anns[split]]
             for split in SPLITS}
     for file_name, data in conv.pending_images.items():
         write_bytes(root / "images" / file_name, data)

@@ -90,11 +90,12 @@ def bbox_field(anns: List[dict]) -> Tuple[np.ndarray, np.ndarray, List[Any]]:
     if (set(map(type, raw)) <= {list} and set(map(len, raw)) <= {4}
             and set(map(type, chain.from_iterable(raw))) <= {int, float}):
         try:
-            return np.fromiter(chain.from_iterable(raw), np.float64, 4 * n).reshape(n, 4), np.ones(n, bool), raw
+            boxes = np.fromiter(chain.from_iterable(raw), np.float64, 4 * n).reshape(n, 4)
+            return boxes, np.ones(n, bool), raw
         except OverflowError:
             pass
-    ok = np.array([type(b) is list and len(b) == 4 and all(type(v) in (int, float) and fits_float(v) for v in b)
-                   for b in raw], bool)
+    ok = np.array([type(b) is list and len(b) == 4
+                   and all(type(v) in (int, float) and fits_float(v) for v in b) for b in raw], bool)
     boxes = np.full((n, 4), np.nan)
     for i in np.flatnonzero(ok):
         boxes[i] = raw[i]

@@ -60,7 +60,8 @@ class ProblemLog:
         entry = self._kinds.get((severity, file, kind))
         return len(entry[0]) if entry else 0
 
-    def _add(self, severity: str, kind: str, file: str, items: List[Tuple[ProblemId, str]], count: int) -> None:
+    def _add(self, severity: str, kind: str, file: str, items: List[Tuple[ProblemId, str]],
+             count: int) -> None:
         assert severity in ("error", "warning"), severity
         entry = self._kinds.setdefault((severity, file, kind), [[], 0])
         room = max(0, self.max_listed - len(entry[0]))
@@ -97,7 +98,8 @@ class ProblemLog:
 
 
 def progress(items: Any, desc: str, min_total: int = 1000, total: Optional[int] = None) -> Iterable[Any]:
-    """`items` wrapped in a tqdm bar on stderr, or unwrapped when stderr is not a terminal or the scan is short."""
+    """`items` wrapped in a tqdm bar on stderr, or unwrapped when stderr is not a terminal or the scan is
+    short."""
     total = len(items) if total is None else total
     if total < min_total or not sys.stderr.isatty():
         return items

@@ -79,8 +79,8 @@ def _check_polygons(segs: List[Any], idx: np.ndarray, image_side: np.ndarray, ba
 
 def _not_polygons(seg: List[Any]) -> str:
     if all(type(v) in (int, float) for v in seg):
-        return (f"segmentation {short(seg)} is a flat list of numbers; COCO polygons are nested, one list per "
-                "polygon: wrap it as [[x1, y1, x2, y2, ...]]")
+        return (f"segmentation {short(seg)} is a flat list of numbers; COCO polygons are nested, one list "
+                "per polygon: wrap it as [[x1, y1, x2, y2, ...]]")
     return (f"segmentation {short(seg)} is not a list of polygons; each polygon is a flat list "
             "[x1, y1, x2, y2, ...]")
 

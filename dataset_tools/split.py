@@ -25,7 +25,8 @@ def check_percents(train_percent: Any, val_percent: Any) -> None:
             raise ConfigError(f"CheckDataset.split.{key} is {value!r}; with split.enable=True set both "
                               "train_percent and val_percent, e.g. 80 and 20")
         if not 0 < value < 100:
-            raise ConfigError(f"CheckDataset.split.{key} is {value}; it must be between 0 and 100 (exclusive)")
+            raise ConfigError(f"CheckDataset.split.{key} is {value}; it must be between 0 and 100 "
+                              "(exclusive)")
     if abs(train_percent + val_percent - 100) > 1e-6:
         raise ConfigError(f"CheckDataset.split.train_percent + val_percent is {train_percent + val_percent}, "
                           "not 100; e.g. train_percent=80 val_percent=20")
@@ -85,16 +86,16 @@ def _load_for_split(root: Path, log: ProblemLog) -> Dict[str, Dict[str, Any]]:
         images, anns = doc["images"], doc["annotations"]
         ids = [im.get("id") if type(im) is dict else None for im in images]
         if not all(type(i) is int for i in ids) or len(set(ids)) != len(ids):
-            log.error("cannot re-split", rel, None, "every image needs a unique integer id before re-splitting; "
-                                                    "run check_dataset without split to list the bad ones")
+            log.error("cannot re-split", rel, None, "every image needs a unique integer id before "
+                      "re-splitting; run check_dataset without split to list the bad ones")
             continue
         known = set(ids)
         orphans = [a.get("id") if type(a) is dict else f"annotations[{k}]" for k, a in enumerate(anns)
-                   if type(a) is not dict or type(a.get("id")) is not int or type(a.get("image_id")) is not int
-                   or a["image_id"] not in known]
+                   if type(a) is not dict or type(a.get("id")) is not int
+                   or type(a.get("image_id")) is not int or a["image_id"] not in known]
         log.add_many("error", "cannot re-split", rel, range(len(orphans)), lambda k: (
-            orphans[k], "annotation has no integer id or its image_id is not in 'images'; it would be lost by "
-                        "a re-split: fix or remove it first"))
+            orphans[k], "annotation has no integer id or its image_id is not in 'images'; it would be lost "
+                        "by a re-split: fix or remove it first"))
         if not orphans:
             docs[split] = doc
     if not docs and log.num_errors == 0:
@@ -112,8 +113,8 @@ def _merge_categories(docs: Dict[str, Dict[str, Any]], log: ProblemLog) -> List[
             first = merged.setdefault(cat.get("id"), cat)
             if first.get("name") != cat.get("name"):
                 log.error("cannot re-split", annotation_file(split), cat.get("id"), (
-                    f"category {cat.get('id')} is named {first.get('name')!r} and {cat.get('name')!r} in the two "
-                    "files; make the names agree before re-splitting"))
+                    f"category {cat.get('id')} is named {first.get('name')!r} and {cat.get('name')!r} in the "
+                    "two files; make the names agree before re-splitting"))
     return sorted(merged.values(), key=lambda c: c["id"])  # integer ids: _load_for_split checked them
 
 
@@ -140,7 +141,8 @@ def split_dataset(root: Path, train_percent: float, val_percent: float, seed: in
         img_shift = _shift([im["id"] for im in doc["images"]], [im["id"] for im in images])
         ann_shift = _shift([a["id"] for a in doc["annotations"]], [a["id"] for a in anns])
         images += [dict(im, id=im["id"] + img_shift) for im in doc["images"]]
-        anns += [dict(a, id=a["id"] + ann_shift, image_id=a["image_id"] + img_shift) for a in doc["annotations"]]
+        anns += [dict(a, id=a["id"] + ann_shift, image_id=a["image_id"] + img_shift)
+                 for a in doc["annotations"]]
     n = len(images)
     if n < 2:
         log.error("cannot re-split", annotation_file("train"), None,
@@ -159,7 +161,8 @@ def split_dataset(root: Path, train_percent: float, val_percent: float, seed: in
         split_anns = [a for a in anns if a["image_id"] in wanted]
         counts[split] = (len(in_split), len(split_anns))
         new_docs[split] = {**extra, "images": in_split, "annotations": split_anns, "categories": categories}
-    backups = [backup_file(root / annotation_file(split)) for split in SPLITS]  # both before either is replaced
+    # both backed up before either is replaced
+    backups = [backup_file(root / annotation_file(split)) for split in SPLITS]
     for split in SPLITS:
         write_coco(root / annotation_file(split), new_docs[split])
     return {

@@ -5,7 +5,7 @@ background. Annotations are polygons traced from the drawn masks, so polygons, b
 """
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -63,6 +63,7 @@ def make_image(
 
 def _annotation(ann_id: int, image_id: int, cls: int, mask: np.ndarray, use_rle: bool) -> Dict:
     height, width = mask.shape
+    segmentation: Any  # RLE dict or polygon list
     if use_rle:
         rle = mask_utils.encode(np.asfortranarray(mask))
         segmentation = {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}

@@ -130,7 +130,8 @@ def _check_images(raw: List[Any], rel: str, log: ProblemLog) -> Tuple[_Images, L
     """Check image entries; return their arrays, file names and the mask of usable entries."""
     imgs, is_dict = as_dicts(raw)
     log.add_many("error", "image not an object", rel, np.flatnonzero(~is_dict), lambda i: (
-        f"images[{i}]", f"images[{i}] is {short(raw[i])}, expected an object with id, file_name, width, height"))
+        f"images[{i}]",
+        f"images[{i}] is {short(raw[i])}, expected an object with id, file_name, width, height"))
     ids, id_ok, id_raw = int_field(imgs, "id")
     labels = [int(v) if k else f"images[{i}]" for i, (v, k) in enumerate(zip(ids, id_ok))]
     log.add_many("error", "image id", rel, np.flatnonzero(is_dict & ~id_ok), lambda i: (
@@ -251,12 +252,14 @@ def _check_annotations(
     def add(kind: str, mask: np.ndarray, describe: Any, severity: str = "error") -> None:
         log.add_many(severity, kind, rel, np.flatnonzero(mask), lambda i: (label(i), describe(i)))
 
-    add("annotation id", is_dict & ~id_ok, lambda i: type_problem("id", id_raw[i], "an integer annotation id"))
+    add("annotation id", is_dict & ~id_ok,
+        lambda i: type_problem("id", id_raw[i], "an integer annotation id"))
     ok = is_dict & id_ok
     ok[np.flatnonzero(id_ok)] &= ~report_duplicates(log, rel, "annotation", ids[id_ok])
 
     img_ids, img_ok, img_raw = int_field(anns, "image_id")
-    add("annotation image_id", is_dict & ~img_ok, lambda i: type_problem("image_id", img_raw[i], "an image id"))
+    add("annotation image_id", is_dict & ~img_ok,
+        lambda i: type_problem("image_id", img_raw[i], "an image id"))
     index = lookup(images.ids, images.id_ok, img_ids, img_ok)
     add("unknown image_id", img_ok & (index < 0), lambda i: (
         f"image_id {int(img_ids[i])} is not in 'images'; fix the id or remove the annotation"))
@@ -309,7 +312,8 @@ def _check_area_crowd(anns: List[dict], is_dict: np.ndarray, add: Any) -> np.nda
     area, area_num, area_raw = float_field(anns, "area")
     with np.errstate(invalid="ignore"):
         area_ok = area_num & np.isfinite(area) & (area >= 0)
-    add("area", is_dict & ~area_ok, lambda i: type_problem("area", area_raw[i], "the mask area in pixels (>= 0)"))
+    add("area", is_dict & ~area_ok,
+        lambda i: type_problem("area", area_raw[i], "the mask area in pixels (>= 0)"))
     crowd = column(anns, "iscrowd")
     if set(map(type, crowd)) <= {int, bool}:
         crowd_ok = np.fromiter(map({0, 1}.__contains__, crowd), bool, len(crowd))
@@ -333,8 +337,8 @@ def validate_split(root: Path, split: str, log: ProblemLog, bbox_tolerance: floa
     if doc is None:
         return data
     if not isinstance(doc, dict):
-        log.error("not a COCO object", rel, None, f"top level is {type(doc).__name__}, expected a COCO object "
-                                                  "with images, annotations and categories")
+        log.error("not a COCO object", rel, None, f"top level is {type(doc).__name__}, expected a COCO "
+                  "object with images, annotations and categories")
         return data
     lists = {}
     for key in ("images", "annotations", "categories"):
@@ -369,7 +373,8 @@ def validate_dataset(root: Path, log: ProblemLog, bbox_tolerance: float = 2.0) -
     root = Path(root)
     if not root.is_dir():
         log.error("dataset folder missing", str(root), None,
-                  "dataset folder not found; set Global.dataset_dir to the folder holding images/ and annotations/")
+                  "dataset folder not found; set Global.dataset_dir to the folder holding images/ and "
+                  "annotations/")
         return {}
     splits = {s: validate_split(root, s, log, bbox_tolerance) for s in SPLITS}
     _check_across_splits(splits["train"], splits["val"], log)
@@ -395,5 +400,5 @@ def _check_across_splits(train: SplitData, val: SplitData, log: ProblemLog) -> N
 
 def _file_names(data: SplitData) -> List[Optional[str]]:
     """Normalised file_name of each image entry (None where missing)."""
-    return [posixpath.normpath(e["file_name"]) if type(e) is dict and type(e.get("file_name")) is str else None
-            for e in data.images]
+    return [posixpath.normpath(e["file_name"])
+            if type(e) is dict and type(e.get("file_name")) is str else None for e in data.images]

@@ -18,13 +18,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def _config_for(name: str, weight_path: Optional[str], overrides: List[str]) -> Any:
     from engine.config.load import load_config
     from engine.config.model_names import MODEL_FAMILIES
+    from engine.config.suggest import model_name_hint
 
     if name not in MODEL_FAMILIES:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(MODEL_FAMILIES), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"{name!r} is neither a model name nor an exported model directory.{hint}")
+        raise ConfigError(f"{name!r} is neither a model name nor an exported model directory."
+                          f"{model_name_hint(name)}")
     if weight_path:
         w = Path(weight_path)
         for cand in (w.parent / "config.yaml", w.parent.parent / "config.yaml"):

@@ -5,7 +5,6 @@ Each mode is a function `run(cfg) -> dict` in its own module, imported only when
 """
 import importlib
 import logging
-import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from omegaconf import DictConfig
 
 from engine.runtime.atomic_io import write_json
-from engine.errors import InstSegError, ModeNotAvailableError
+from engine.errors import ConfigError, InstSegError, ModeNotAvailableError
 from engine.runtime.log import setup_logging
 
 logger = logging.getLogger("instseg")
@@ -53,12 +52,17 @@ def run_mode(cfg: DictConfig, argv: Optional[Sequence[str]] = None) -> int:
     mode = cfg.Global.mode
     out = Path(cfg.Global.output)
     setup_logging()
-    from engine.runtime.device import in_launched_process, launch_command, needs_launch
+    from engine.runtime.device import (in_launched_process, launch_command, launch_log_dir, needs_launch,
+                                       run_launch)
 
     if needs_launch(cfg):
-        cmd = launch_command(cfg, sys.argv[1:] if argv is None else argv)
+        try:
+            cmd = launch_command(cfg, sys.argv[1:] if argv is None else argv)
+        except ConfigError as exc:
+            print(f"ConfigError: {exc}", file=sys.stderr)
+            return exc.exit_code
         logger.info("Data-parallel training: %s", " ".join(cmd))
-        return subprocess.call(cmd)
+        return run_launch(cmd, out, launch_log_dir(cfg))
     writes = not in_launched_process() or _rank_is_zero()
     if writes:
         out.mkdir(parents=True, exist_ok=True)

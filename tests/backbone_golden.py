@@ -88,3 +88,16 @@ def run_case(factories: Dict[str, Callable], case: Dict[str, Any]) -> List[np.nd
     arg = [paddle.to_tensor(x) for x in inputs] if isinstance(inputs, list) else paddle.to_tensor(inputs)
     out = layer(arg)
     return [t.numpy() for t in (out if isinstance(out, (list, tuple)) else [out])]
+
+
+def assert_matches(got: Sequence[Dict[str, Any]], expected: Sequence[Dict[str, Any]]) -> None:
+    """`summary`s agree: shapes equal, mean |x| within 1e-4 relative, sums and samples within 1e-4 of mean |x|
+    per element (samples also 1e-3 relative)."""
+    import pytest
+
+    assert [g["shape"] for g in got] == [e["shape"] for e in expected]
+    for g, e in zip(got, expected):
+        scale = e["abs_mean"]
+        assert g["abs_mean"] == pytest.approx(scale, rel=1e-4)
+        assert g["sum"] == pytest.approx(e["sum"], abs=1e-4 * scale * np.prod(e["shape"]))
+        np.testing.assert_allclose(g["samples"], e["samples"], rtol=1e-3, atol=1e-4 * scale)

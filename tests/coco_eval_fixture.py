@@ -32,8 +32,10 @@ def make_gt_and_results(
             kind = rng.integers(0, 3)
             if crowd or kind == 2:
                 rle = mask_utils.encode(np.asfortranarray(mask))
-                seg: Any = {"size": [h, w], "counts": mask_utils.frPyObjects(
-                    _uncompressed(mask), h, w)["counts"].decode("ascii")} if not crowd else _uncompressed(mask)
+                seg: Any = _uncompressed(mask)
+                if not crowd:
+                    counts = mask_utils.frPyObjects(seg, h, w)["counts"].decode("ascii")
+                    seg = {"size": [h, w], "counts": counts}
                 area = float(mask_utils.area(rle))
             else:
                 poly = [float(x0), float(y0), float(x0 + bw), float(y0 + rng.integers(0, bh)),
@@ -43,7 +45,8 @@ def make_gt_and_results(
                 area = float(mask_utils.area(rle))
                 mask = mask_utils.decode(rle)
             anns.append({"id": aid, "image_id": img_id * 5, "category_id": cat, "iscrowd": crowd,
-                         "segmentation": seg, "area": area, "bbox": [float(x0), float(y0), float(bw), float(bh)]})
+                         "segmentation": seg, "area": area,
+                         "bbox": [float(x0), float(y0), float(bw), float(bh)]})
             aid += 1
             for _ in range(int(rng.integers(0, 3))):  # perturbed detections of this instance
                 dx, dy = rng.integers(-6, 7, size=2)

@@ -1,5 +1,6 @@
 """Python API and predict mode with a stand-in model (the real zoo is tested elsewhere)."""
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,7 +11,7 @@ import engine.deployment.inference
 import engine.models.zoo
 from engine.api import create_model
 from engine.config.load import load_config
-from engine.errors import ConfigError, WeightsError
+from engine.errors import ConfigError, DatasetError, WeightsError
 from engine.prediction.results import InstanceSegResult, rle_to_mask
 
 NAME = "MaskRCNN-ResNet50-FPN"
@@ -133,14 +134,18 @@ def test_predict_mode_writes_json_and_image(standin, weights, tmp_path):
         cv2.imwrite(str(d / n), _img())
     out = tmp_path / "out"
     cfg = load_config(f"configs/{NAME}.yaml", [f"Global.output={out}", f"Predict.input={d}",
-                                              f"Predict.weight_path={weights}", "Predict.threshold=0.2"])
+                                               f"Predict.weight_path={weights}", "Predict.threshold=0.2"])
     summary = run(cfg)
-    assert summary["num_images"] == 2
-    assert sorted(p.name for p in out.iterdir()) == ["x_res.jpg", "x_res.json", "y_res.json", "y_res.png"]
-    data = json.loads((out / "y_res.json").read_text())
+    assert summary["num_images"] == 2 and summary["save_dir"] == str(out / "predict")
+    assert sorted(p.name for p in out.iterdir()) == ["predict"]  # not beside checkpoints and logs
+    assert sorted(p.name for p in (out / "predict").iterdir()) == ["x_res.jpg", "x_res.json", "y_res.json",
+                                                                   "y_res.png"]
+    assert [r["json"] for r in summary["results"]] == [str(out / "predict" / n)
+                                                       for n in ("x_res.json", "y_res.json")]
+    data = json.loads((out / "predict" / "y_res.json").read_text())
     assert len(data["boxes"]) == 3 and rle_to_mask(data["masks"][2]).shape == (50, 70)
     cfg = load_config(f"configs/{NAME}.yaml", [f"Global.output={out}", f"Predict.input={d}",
-                                              f"Predict.weight_path={tmp_path / 'none.pdparams'}"])
+                                               f"Predict.weight_path={tmp_path / 'none.pdparams'}"])
     with pytest.raises(WeightsError, match="none.pdparams"):
         run(cfg)
 
@@ -158,10 +163,10 @@ def test_predict_mode_with_model_dir_uses_deploy_predictor(monkeypatch, tmp_path
     monkeypatch.setattr(engine.deployment.inference, "DeployPredictor", FakeDeploy)
     out = tmp_path / "out"
     cfg = load_config(f"configs/{NAME}.yaml", [f"Global.output={out}", f"Predict.input={tmp_path}",
-                                              f"Predict.model_dir={tmp_path}", "Predict.threshold=0.7"])
+                                               f"Predict.model_dir={tmp_path}", "Predict.threshold=0.7"])
     summary = run(cfg)
     assert summary["model"] == str(tmp_path) and summary["results"][0]["num_instances"] == 0
-    assert (out / "q_res.json").is_file() and (out / "q_res.png").is_file()
+    assert (out / "predict" / "q_res.json").is_file() and (out / "predict" / "q_res.png").is_file()
 
 
 def test_evaluate_mode_with_stand_ins(monkeypatch, standin, weights, tmp_path):
@@ -179,7 +184,8 @@ def test_evaluate_mode_with_stand_ins(monkeypatch, standin, weights, tmp_path):
     coco.dataset = gt
     coco.createIndex()
     ids = sorted(coco.getImgIds())
-    batch = {"image": paddle.zeros([len(ids), 3, 32, 32]), "scale_factor": paddle.ones([len(ids), 2]), "im_id": paddle.to_tensor(np.array(ids, np.int64)),
+    batch = {"image": paddle.zeros([len(ids), 3, 32, 32]), "scale_factor": paddle.ones([len(ids), 2]),
+             "im_id": paddle.to_tensor(np.array(ids, np.int64)),
              "ori_shape": paddle.to_tensor(np.array([[120, 160]] * len(ids), np.int32))}
     dataset = types.SimpleNamespace(coco=coco, cat_ids=sorted(coco.getCatIds()), label_names=list("abcd"))
     fake = types.ModuleType("engine.data.loader")
@@ -191,3 +197,27 @@ def test_evaluate_mode_with_stand_ins(monkeypatch, standin, weights, tmp_path):
     m = result["metrics"]
     assert set(m["per_class_mask_AP"]) == set("abcd")
     assert 0 <= m["AP"] <= 1 and "bbox_AP" in m and "bbox_APl" in m and "APs" in m
+
+
+def test_predict_mode_keeps_inputs_of_the_same_name_apart(standin, weights, tmp_path):
+    from engine.prediction.predictor import run
+
+    for sub, value in (("a", 0), ("b", 255)):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "in" / sub / "x.png"), _img(v=value))
+    out = tmp_path / "out"
+    overrides = [f"Global.output={out}", f"Predict.input={tmp_path / 'in'}", f"Predict.weight_path={weights}"]
+    summary = run(load_config(f"configs/{NAME}.yaml", overrides))
+    assert [Path(r["json"]).name for r in summary["results"]] == ["x_res.json", "x_res_1.json"]
+    inputs = [json.loads(Path(r["json"]).read_text())["input_path"] for r in summary["results"]]
+    assert inputs == [str(tmp_path / "in" / "a" / "x.png"), str(tmp_path / "in" / "b" / "x.png")]
+    assert sorted(p.name for p in (out / "predict").iterdir()) == ["x_res.json", "x_res.png", "x_res_1.json",
+                                                                   "x_res_1.png"]
+
+
+def test_empty_folder_is_a_clear_error(standin, weights, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    p = create_model(NAME, weight_path=weights)
+    with pytest.raises(DatasetError, match="empty' holds no images"):
+        list(p.predict(str(tmp_path / "empty")))

@@ -96,7 +96,8 @@ def test_num_classes_mismatch_is_a_warning(dataset: Path, tmp_path: Path) -> Non
 
 def test_warnings_do_not_fail(dataset: Path, tmp_path: Path) -> None:
     train = load(dataset, "train")
-    train["images"].append({"id": 999, "file_name": train["images"][0]["file_name"], "height": 64, "width": 64})
+    train["images"].append({"id": 999, "file_name": train["images"][0]["file_name"], "height": 64,
+                            "width": 64})
     ann = dict(train["annotations"][0], id=9999, bbox=[10, 10, 0.5, 3])
     train["annotations"].append(ann)
     save(dataset, "train", train)
@@ -182,7 +183,8 @@ def test_each_defect_fails_with_file_and_id(name: str, dataset: Path, tmp_path: 
     expected_id = _defects()[name](doc)
     save(dataset, "train", doc)
     report = failing_report(make_cfg(dataset, tmp_path / "out"))
-    hits = [e for e in report["errors"] if e["file"] == "annotations/instance_train.json" and e["id"] == expected_id]
+    hits = [e for e in report["errors"]
+            if e["file"] == "annotations/instance_train.json" and e["id"] == expected_id]
     assert hits, (name, report["errors"])
     assert all(e["message"] for e in hits)
 
@@ -212,8 +214,8 @@ def test_malformed_file_is_reported(content: Any, expect: str, dataset: Path, tm
     path = dataset / "annotations" / "instance_val.json"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     report = failing_report(make_cfg(dataset, tmp_path / "out"))
-    assert any(e["file"] == "annotations/instance_val.json" and expect in e["message"] for e in report["errors"]), \
-        report["errors"]
+    assert any(e["file"] == "annotations/instance_val.json" and expect in e["message"]
+               for e in report["errors"]), report["errors"]
     assert report["attributes"]["train_samples"] == 6  # the other split is still checked and counted
 
 
@@ -232,7 +234,8 @@ def test_non_object_entries_are_reported(dataset: Path, tmp_path: Path) -> None:
 def test_missing_files_and_folders(dataset: Path, tmp_path: Path) -> None:
     (dataset / "annotations" / "instance_val.json").unlink()
     report = failing_report(make_cfg(dataset, tmp_path / "out"))
-    assert any(e["file"] == "annotations/instance_val.json" and "not found" in e["message"] for e in report["errors"])
+    assert any(e["file"] == "annotations/instance_val.json" and "not found" in e["message"]
+               for e in report["errors"])
     report = failing_report(make_cfg(tmp_path / "nowhere", tmp_path / "out"))
     assert "dataset folder not found" in report["errors"][0]["message"]
     assert report["attributes"]["train_samples"] == 0 and report["analysis"]["histogram"] is None

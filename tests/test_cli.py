@@ -134,11 +134,12 @@ def test_multi_gpu_training_goes_through_paddle_launch(tmp_path, monkeypatch):
     calls = []
     monkeypatch.delenv("PADDLE_TRAINER_ID", raising=False)
     monkeypatch.delenv("PADDLE_TRAINERS_NUM", raising=False)
-    monkeypatch.setattr(modes.subprocess, "call", lambda cmd: calls.append(cmd) or 7)
+    monkeypatch.setattr("engine.runtime.device.subprocess.call", lambda cmd: calls.append(cmd) or 7)
+    monkeypatch.setattr("engine.runtime.paddle_build.check_device", lambda *a, **k: None)  # a CPU build here
     argv = ["-o", "Global.mode=train", "Global.device=gpu:0,1", f"Global.output={tmp_path}"]
     cfg = load_config(None, argv[1:])
     assert modes.run_mode(cfg, argv) == 7  # the launcher's exit code
     (cmd,) = calls
-    assert cmd[:5] == [sys.executable, "-m", "paddle.distributed.launch", "--devices", "0,1"]
+    assert cmd[0] == sys.executable and cmd[3:7] == ["-m", "paddle.distributed.launch", "--devices", "0,1"]
     assert cmd[-4:] == argv and cmd[-5] == str(REPO / "main.py")
     assert not (tmp_path / "train_result.json").exists()  # rank 0 of the launched run writes it

@@ -41,6 +41,7 @@ def test_stats_equal_pycocotools(files, backend):
     assert any(isinstance(a["segmentation"], list) for a in gt["annotations"])
     assert any(isinstance(a["segmentation"], dict) for a in gt["annotations"])
     out = evaluate_coco(str(gt_path), json.loads(res_path.read_text()), backend=backend)
+    assert out["backend"] == backend  # "fast" must have run faster-coco-eval, not fallen back to pycocotools
     for t in ("bbox", "segm"):
         ev, _ = _reference(gt_path, res_path, t)
         np.testing.assert_allclose(out[t]["stats"], ev.stats, rtol=0, atol=1e-9)
@@ -49,7 +50,8 @@ def test_stats_equal_pycocotools(files, backend):
         # per-class AP averages to the overall AP over classes that have GT
         per = np.array(list(out["per_class_AP"][t].values()))
         assert per[per > -1].mean() == pytest.approx(ev.stats[0], abs=1e-9)
-        assert list(out["per_class_AP"][t]) == [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+        names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+        assert list(out["per_class_AP"][t]) == names
 
 
 def test_segm_differs_from_bbox(files):
@@ -74,6 +76,15 @@ def test_empty_results_and_bad_backend(files):
         evaluate_coco(str(gt_path), [], backend="nope")
 
 
+def test_fast_without_faster_coco_eval_says_pycocotools_ran(files, monkeypatch, caplog):
+    import sys
+
+    gt_path, res_path = files
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # import fails as if not installed
+    out = evaluate_coco(str(gt_path), json.loads(res_path.read_text()), backend="fast")
+    assert out["backend"] == "pycocotools" and "needs faster-coco-eval" in caplog.text
+
+
 class _PerfectModel:
     """Stand-in model: returns every non-crowd GT instance of the batch's images (padded masks)."""
 
@@ -94,7 +105,8 @@ class _PerfectModel:
         assert not self.training
         rows, masks, nums = [], [], []
         for im_id in batch["im_id"].numpy():
-            anns = [a for a in self.coco.loadAnns(self.coco.getAnnIds(imgIds=[int(im_id)])) if not a["iscrowd"]]
+            anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[int(im_id)]))
+            anns = [a for a in anns if not a["iscrowd"]]
             nums.append(len(anns))
             for a in anns:
                 x, y, w, h = a["bbox"]
@@ -107,7 +119,9 @@ class _PerfectModel:
                 "mask": paddle.to_tensor(np.array(masks, np.uint8).reshape(-1, 128, 168))}
 
 
-def test_evaluate_model_perfect_predictions(files):
+def test_evaluate_model_perfect_predictions(files, caplog):
+    import logging
+
     import paddle
 
     from engine.evaluation.evaluator import evaluate_model
@@ -122,7 +136,12 @@ def test_evaluate_model_perfect_predictions(files):
               for i in range(0, len(ids), 2)]
     dataset = type("D", (), {"coco": coco, "cat_ids": cat_ids, "label_names": ["a", "b", "c", "d"]})()
     model = _PerfectModel(coco, cat_ids)
-    m = evaluate_model(model, loader, dataset)
+    caplog.set_level(logging.INFO, logger="instseg")
+    m = evaluate_model(model, loader, dataset, backend="fast", log_interval=3)
+    assert m["eval_backend"] == "fast"
+    messages = [r.getMessage() for r in caplog.records]
+    progress = [m.split(":")[0] for m in messages if m.startswith("Eval iter")]
+    assert progress == ["Eval iter 3/8", "Eval iter 6/8", "Eval iter 8/8"]  # every log_interval, and the last
     assert model.training  # training mode restored
     assert m["AP"] == pytest.approx(1.0) and m["bbox_AP"] == pytest.approx(1.0)
     assert set(m["per_class_mask_AP"]) == {"a", "b", "c", "d"}
@@ -136,7 +155,8 @@ def test_eval_results_tool(files, tmp_path, capsys):
 
     gt_path, res_path = files
     out = tmp_path / "m.json"
-    assert main(["--gt", str(gt_path), "--results", str(res_path), "--iou-type", "segm", "--out", str(out)]) == 0
+    args = ["--gt", str(gt_path), "--results", str(res_path), "--iou-type", "segm", "--out", str(out)]
+    assert main(args) == 0
     printed = capsys.readouterr().out
     ev, reference = _reference(gt_path, res_path, "segm")
     expected = [ln for ln in reference.splitlines() if ln.startswith(" Average")]
@@ -158,14 +178,17 @@ def test_tied_scores_and_over_100_detections(tmp_path, backend):
     res += [json.loads(json.dumps(dict(res[i % len(res)], image_id=first, score=0.5))) for i in range(150)]
     (tmp_path / "g.json").write_text(json.dumps(gt))
     (tmp_path / "r.json").write_text(json.dumps(res))
-    out = evaluate_coco(str(tmp_path / "g.json"), json.loads((tmp_path / "r.json").read_text()), backend=backend)
+    results = json.loads((tmp_path / "r.json").read_text())
+    out = evaluate_coco(str(tmp_path / "g.json"), results, backend=backend)
+    assert out["backend"] == backend
     for t in ("bbox", "segm"):
         ev, _ = _reference(tmp_path / "g.json", tmp_path / "r.json", t)
         np.testing.assert_allclose(out[t]["stats"], ev.stats, rtol=0, atol=1e-9)
 
 
 def test_backends_share_one_gt_object(files):
-    """One COCO object evaluated by both backends in turn: same numbers; fast leaves its annotations as they were."""
+    """One COCO object evaluated by both backends in turn: same numbers; fast leaves its annotations as
+    they were."""
     import copy
 
     from engine.evaluation.coco_metrics import load_gt
@@ -174,6 +197,7 @@ def test_backends_share_one_gt_object(files):
     gt = load_gt(str(gt_path))
     before = copy.deepcopy(gt.dataset["annotations"])
     fast = evaluate_coco(gt, json.loads(res_path.read_text()), backend="fast")
+    assert fast["backend"] == "fast"
     assert gt.dataset["annotations"] == before
     ref = evaluate_coco(gt, json.loads(res_path.read_text()), backend="pycocotools")
     for t in ("bbox", "segm"):

@@ -14,6 +14,7 @@ from engine.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+DEMOS = {p.stem for p in CONFIGS if p.stem == "demo" or p.stem.startswith("demo_")}  # demo, demo_<family>
 
 
 def _error(path, overrides: List[str]) -> str:
@@ -31,21 +32,25 @@ def _write(path: Path, text: str) -> Path:
 
 # --------------------------------------------------------------------------------------------- shipped
 def test_one_config_per_model():
-    assert {p.stem for p in CONFIGS} == set(MODEL_FAMILIES) | {"demo"}
+    assert {p.stem for p in CONFIGS} == set(MODEL_FAMILIES) | DEMOS and "demo" in DEMOS
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_loads(path):
     cfg = load_config(str(path), [])
     assert isinstance(cfg, DictConfig)
-    if path.stem != "demo":
-        assert cfg.Global.model == path.stem
-        assert cfg.Train.epochs_iters == 40 and cfg.Train.warmup_steps == 100
-        assert cfg.Train.num_classes == 2 and cfg.Train.log_interval == 10 and cfg.Train.eval_interval == 1
-    if MODEL_FAMILIES[cfg.Global.model] == "rcnn":
+    if path.stem in DEMOS:  # demo-sized knobs and schedules of their own
+        assert cfg.Global.model in MODEL_FAMILIES and cfg.Global.mode == "train"
+        return
+    assert cfg.Global.model == path.stem
+    assert cfg.Train.epochs_iters == 40 and cfg.Train.warmup_steps == 100
+    assert cfg.Train.num_classes == 2 and cfg.Train.log_interval == 10 and cfg.Train.eval_interval == 1
+    if MODEL_FAMILIES[cfg.Global.model] in ("rcnn", "solov2"):
         assert cfg.Architecture.fpn_channels > 0
+    elif MODEL_FAMILIES[cfg.Global.model] == "mask_rt_detr":
+        assert cfg.Architecture.num_queries == 300 and cfg.Architecture.num_denoising == 100
     else:
-        assert len(cfg.Architecture) == 0
+        assert MODEL_FAMILIES[cfg.Global.model] == "ppyoloe_seg" and cfg.Architecture.depth_mult == 0.33
 
 
 def test_paddlex_defaults_per_model():
@@ -101,8 +106,10 @@ def test_unknown_section_and_nested_key():
 def test_architecture_keys_follow_the_family():
     rcnn = _error(None, ["Architecture.fpn_channel=32"])
     assert "Did you mean Architecture.fpn_channels" in rcnn
-    solo = _error(REPO / "configs/SOLOv2.yaml", ["Architecture.fpn_channels=32"])
-    assert "Unknown key Architecture.fpn_channels" in solo and "no Architecture options yet" in solo
+    solo = _error(REPO / "configs/SOLOv2.yaml", ["Architecture.anchor_sizes=[8]"])
+    assert "Unknown key Architecture.anchor_sizes" in solo
+    cfg = load_config(str(REPO / "configs/SOLOv2.yaml"), ["Architecture.num_grids=[8,8,6,4,2]"])
+    assert list(cfg.Architecture.num_grids) == [8, 8, 6, 4, 2]
 
 
 def test_unknown_model_suggests_names():
@@ -214,7 +221,8 @@ def test_override_syntax_errors():
 
 def test_model_override_switches_architecture_schema():
     cfg = load_config(str(REPO / "configs/MaskRCNN-ResNet50-FPN.yaml"), ["Global.model=SOLOv2"])
-    assert cfg.Global.model == "SOLOv2" and len(cfg.Architecture) == 0
+    assert cfg.Global.model == "SOLOv2" and "num_grids" in cfg.Architecture
+    assert "anchor_sizes" not in cfg.Architecture
 
 
 # --------------------------------------------------------------------------------------------- device
@@ -238,8 +246,9 @@ def test_multi_device_training_relaunches(monkeypatch):
     monkeypatch.delenv("PADDLE_TRAINERS_NUM", raising=False)
     cfg = load_config(None, ["Global.mode=train", "Global.device=gpu:0,1", "Global.output=out/x"])
     assert needs_launch(cfg)
+    monkeypatch.setattr("engine.runtime.paddle_build.check_device", lambda *a, **k: None)  # a CPU build here
     cmd = launch_command(cfg, ["-o", "Global.device=gpu:0,1"])
-    assert cmd[1:5] == ["-m", "paddle.distributed.launch", "--devices", "0,1"]
+    assert cmd[3:7] == ["-m", "paddle.distributed.launch", "--devices", "0,1"]
     assert cmd[cmd.index("--log_dir") + 1] == str(Path("out/x") / "distributed_train_logs")
     assert cmd[-3:] == [str(REPO / "main.py"), "-o", "Global.device=gpu:0,1"]
     assert not needs_launch(load_config(None, ["Global.mode=train", "Global.device=gpu:0"]))
@@ -296,3 +305,9 @@ def test_saved_config_loads_back(path, tmp_path):
     saved = _write(tmp_path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     again = load_config(str(saved), [])
     assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg)
+
+
+def test_export_save_dir_is_a_schema_key():
+    assert load_config(None, []).Export.save_dir is None
+    assert load_config(None, ["Export.save_dir=out/my_export"]).Export.save_dir == "out/my_export"
+    assert "Did you mean Export.save_dir?" in _error(None, ["Export.save_dri=x"])

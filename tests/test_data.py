@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from dataset_tools.synthetic import make_coco_dataset
-from engine.config.schema import InstSegConfig, ReaderSection
+from engine.config.schema import EvalReaderSection, InstSegConfig
 from engine.data.batching import collate
 from engine.data.coco import CocoInstances
 from engine.data.loader import build_loader
@@ -30,8 +30,7 @@ def _cfg(root, **train):
     cfg.TrainReader.short_sizes = [40, 56, 72]
     cfg.TrainReader.max_size = 120
     cfg.TrainReader.flip_prob = 0.5
-    cfg.EvalReader.short_sizes = [48]
-    cfg.EvalReader.max_size = 120
+    cfg.EvalReader.target_size = [48, 120]
     for key, value in train.items():
         cfg.Train[key] = value
     return cfg
@@ -77,7 +76,7 @@ def test_resize_and_flip_keep_boxes_on_masks(dataset_dir):
 
 def test_apply_reader_records_shapes(dataset_dir):
     data = CocoInstances(str(dataset_dir), "val")
-    reader = OmegaConf.structured(ReaderSection(short_sizes=[96], max_size=1000))
+    reader = OmegaConf.structured(EvalReaderSection(target_size=[96, 1000]))
     sample = apply_reader(data.load(0), reader, np.random.default_rng(0), train=False)
     assert sample["image"].shape == (3, 96, 128) and sample["image"].dtype == np.float32
     np.testing.assert_allclose(sample["im_shape"], [96, 128])

@@ -16,7 +16,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "params"
 
 
 def test_dump_is_byte_identical_to_the_reference_list() -> None:
-    for name in ("MaskRCNN-ResNet50", "Cascade-MaskRCNN-ResNet50-FPN"):
+    for name in ("MaskRCNN-ResNet50", "Cascade-MaskRCNN-ResNet50-FPN", "SOLOv2"):
         text = dump_params.dumps(dump_params.describe(build_model(name, None, 80), name, 80))
         assert text == (FIXTURES / f"{name}.json").read_text(), name
 

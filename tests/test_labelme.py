@@ -27,9 +27,10 @@ def shape(label: str, points: List[List[float]], shape_type: str = "polygon", gr
     return {"label": label, "points": points, "group_id": group_id, "shape_type": shape_type, "flags": {}}
 
 
-def labelme_doc(image_path: str, shapes: List[Dict], image_data: Any = None, size: Tuple[int, int] = (H, W)) -> Dict:
-    return {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": image_path, "imageData": image_data,
-            "imageHeight": size[0], "imageWidth": size[1]}
+def labelme_doc(image_path: str, shapes: List[Dict], image_data: Any = None,
+                size: Tuple[int, int] = (H, W)) -> Dict:
+    return {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": image_path,
+            "imageData": image_data, "imageHeight": size[0], "imageWidth": size[1]}
 
 
 def png_bytes(size: Tuple[int, int] = (H, W), colour: int = 90) -> bytes:
@@ -58,13 +59,15 @@ FILES: Dict[str, Dict] = {
     "annotations/b.json": labelme_doc("b.png", [
         shape("dog", [[10, 10], [60, 12], [40, 70]], group_id=1),
         shape("dog", [[200, 200], [260, 210], [230, 290], [205, 280]], group_id=1),  # same instance as above
-        shape("cat", [[300, 300], [350, 300], [330, 350]], group_id=1),  # same group, other label: own instance
+        # same group, other label: own instance
+        shape("cat", [[300, 300], [350, 300], [330, 350]], group_id=1),
         shape("bird", [[400.5, 20.5], [450.5, 25], [430, 90.25]]),
         shape("bird", [[600, 400], [700, 420], [660, 520]]),  # partly outside the image: clipped
     ]),
     "annotations/c.json": labelme_doc("c.png", [shape("bird", [[30, 40], [90, 40], [90, 100], [30, 100]])],
                                       image_data=base64.b64encode(png_bytes(colour=30)).decode()),
-    "annotations/sub/d.json": labelme_doc("..\\..\\images\\d.png", [shape("cat", [[20, 20], [26, 28]], "circle")]),
+    "annotations/sub/d.json": labelme_doc("..\\..\\images\\d.png",
+                                          [shape("cat", [[20, 20], [26, 28]], "circle")]),
 }
 LABELS = "__ignore__\n_background_\ndog\ncat\nbird\n"
 
@@ -88,8 +91,8 @@ def write_labelme(root: Path, with_labels: bool = True, val_list: Any = None) ->
 
 
 def labelme_style_instances(doc: Dict) -> List[Tuple[str, int, List[float]]]:
-    """(label, area, bbox) per instance as LabelMe's labelme2coco computes them: each shape drawn with PIL on a
-    full-size canvas (outline and fill), shapes unioned per (label, group_id), area = pixel count."""
+    """(label, area, bbox) per instance as LabelMe's labelme2coco computes them: each shape drawn with PIL on
+    a full-size canvas (outline and fill), shapes unioned per (label, group_id), area = pixel count."""
     h, w = doc["imageHeight"], doc["imageWidth"]
     masks: Dict[Any, np.ndarray] = {}
     for k, s in enumerate(doc["shapes"]):
@@ -112,7 +115,8 @@ def labelme_style_instances(doc: Dict) -> List[Tuple[str, int, List[float]]]:
     out = []
     for (label, _), m in masks.items():
         ys, xs = np.nonzero(m)
-        out.append((label, int(m.sum()), [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]))
+        bbox = [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        out.append((label, int(m.sum()), bbox))
     return sorted(out)
 
 
@@ -157,7 +161,8 @@ def test_rectangle_and_circle_survive_with_their_area(tmp_path: Path) -> None:
     root = write_labelme(tmp_path / "lm")
     assert convert_labelme(root, 42, ProblemLog()) is not None
     a = converted_instances(root)["a.png"]
-    assert [label for label, _, _ in a] == ["cat", "cat", "dog"]  # polygon, circle, rectangle; line, point skipped
+    # polygon, circle, rectangle; line, point skipped
+    assert [label for label, _, _ in a] == ["cat", "cat", "dog"]
     rect = next(area for label, area, _ in a if label == "dog")
     circle = max(area for label, area, _ in a if label == "cat")
     assert rect == pytest.approx(400 * 300, rel=0.01)  # analytic areas, within 1 %

@@ -1,5 +1,5 @@
-"""engine.runtime.malloc_tuning: after keep_freed_memory(), a large buffer freed and allocated again is not paged
-in afresh (page faults counted in a child process, so this test process keeps glibc's defaults)."""
+"""engine.runtime.malloc_tuning: after keep_freed_memory(), a large buffer freed and allocated again is not
+paged in afresh (page faults counted in a child process, so this test process keeps glibc's defaults)."""
 import os
 import subprocess
 import sys

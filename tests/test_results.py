@@ -28,7 +28,8 @@ def test_json_masks_decode_back_exactly(tmp_path):
     assert out.name.endswith("_res.json")
     data = json.loads(out.read_text())
     assert data["page_index"] is None and data["input_path"] is None
-    assert data["boxes"][1] == {"cls_id": 2, "label": "dog", "score": pytest.approx(0.55), "coordinate": [45.0, 0.0, 79.0, 59.0]}
+    assert data["boxes"][1] == {"cls_id": 2, "label": "dog", "score": pytest.approx(0.55),
+                                "coordinate": [45.0, 0.0, 79.0, 59.0]}
     for rle, m in zip(data["masks"], masks):
         assert rle["size"] == [60, 80] and isinstance(rle["counts"], str)
         np.testing.assert_array_equal(rle_to_mask(rle), m)

@@ -26,7 +26,8 @@ def content(root: Path) -> Dict[str, Counter]:
     for split in ("train", "val"):
         doc = load(root, split)
         names = {im["id"]: im["file_name"] for im in doc["images"]}
-        images.update(json.dumps({k: v for k, v in im.items() if k != "id"}, sort_keys=True) for im in doc["images"])
+        images.update(json.dumps({k: v for k, v in im.items() if k != "id"}, sort_keys=True)
+                      for im in doc["images"])
         anns.update(json.dumps({**{k: v for k, v in a.items() if k not in ("id", "image_id")},
                                 "image": names[a["image_id"]]}, sort_keys=True) for a in doc["annotations"])
     return {"images": images, "annotations": anns}
@@ -52,7 +53,8 @@ def test_split_70_30_then_50_50_loses_nothing_and_keeps_originals(dataset: Path,
     report = run(make_cfg(dataset, tmp_path / "out", CheckDataset__split__enable=True,
                           CheckDataset__split__train_percent=50, CheckDataset__split__val_percent=50))
     assert (report["attributes"]["train_samples"], report["attributes"]["val_samples"]) == (10, 10)
-    assert report["split"]["backups"] == ["annotations/instance_train.json.bak1", "annotations/instance_val.json.bak1"]
+    assert report["split"]["backups"] == ["annotations/instance_train.json.bak1",
+                                          "annotations/instance_val.json.bak1"]
 
     assert content(dataset) == before  # no image or annotation lost or duplicated
     for key in ("images", "annotations"):
@@ -100,7 +102,8 @@ def test_colliding_ids_are_made_unique(dataset: Path) -> None:
 
 
 @pytest.mark.parametrize("train, val, match", [
-    (None, None, "set both"), (80, None, "set both"), (0, 100, "between 0 and 100"), (100, 0, "between 0 and 100"),
+    (None, None, "set both"), (80, None, "set both"), (0, 100, "between 0 and 100"),
+    (100, 0, "between 0 and 100"),
     (60, 30, "not 100"), (-10, 110, "between 0 and 100"), ("80", 20, "set both"),
 ])
 def test_bad_percents_are_config_errors(train: Any, val: Any, match: str) -> None:
@@ -126,7 +129,8 @@ def test_split_refuses_input_that_would_lose_annotations(dataset: Path, tmp_path
         run(make_cfg(dataset, tmp_path / "out", CheckDataset__split__enable=True,
                      CheckDataset__split__train_percent=50, CheckDataset__split__val_percent=50))
     errors = info.value.report["errors"]
-    assert errors[0]["file"] == "annotations/instance_val.json" and errors[0]["id"] == val["annotations"][0]["id"]
+    assert errors[0]["file"] == "annotations/instance_val.json"
+    assert errors[0]["id"] == val["annotations"][0]["id"]
     assert {p.name: p.read_bytes() for p in (dataset / "annotations").iterdir()} == before
 
 
@@ -158,6 +162,7 @@ def test_backup_names_never_clobber(tmp_path: Path) -> None:
     for k in range(3):
         path.write_text(str(k))
         made.append(backup_file(path))
-    assert [p.name for p in made] == ["instance_train.json.bak", "instance_train.json.bak1", "instance_train.json.bak2"]
+    assert [p.name for p in made] == ["instance_train.json.bak", "instance_train.json.bak1",
+                                      "instance_train.json.bak2"]
     assert [p.read_text() for p in made] == ["0", "1", "2"]
     assert backup_file(tmp_path / "absent.json") is None

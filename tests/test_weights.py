@@ -12,7 +12,7 @@ from engine.config.architectures import RCNNArchitecture
 from engine.errors import WeightsError
 from engine.models.backbones.resnet import ResNet
 from engine.models.zoo import build_model
-from engine.models.weights import load_weights
+from engine.models.weights import load_trained_weights, load_weights
 
 NARROW = RCNNArchitecture(base_channels=16, fpn_channels=32, box_head_dim=64, mask_head_channels=32)
 HEAD_ENTRIES = {"bbox_head.bbox_score.weight", "bbox_head.bbox_score.bias", "bbox_head.bbox_delta.weight",
@@ -55,6 +55,16 @@ def test_other_num_classes_skips_only_the_class_heads(tmp_path: Path,
             np.testing.assert_array_equal(tensor.numpy(), initial[name], err_msg=name)  # left as initialised
         else:
             np.testing.assert_array_equal(tensor.numpy(), state[name], err_msg=name)
+
+
+def test_trained_weights_must_fill_every_layer(tmp_path: Path) -> None:
+    source = build_model("MaskRCNN-ResNet50-FPN", NARROW, 5)
+    path = tmp_path / "five_classes.pdparams"
+    paddle.save({k: paddle.to_tensor(v) for k, v in _random_state(source, 2).items()}, str(path))
+    name = "MaskRCNN-ResNet50-FPN"
+    load_trained_weights(build_model(name, NARROW, 5), path, name, 5)
+    with pytest.raises(WeightsError, match=rf"6 weights do not fit {name} with Train.num_classes=3"):
+        load_trained_weights(build_model(name, NARROW, 3), path, name, 3)
 
 
 def test_missing_file_raises_weights_error(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Test-only stand-ins for the trainer: a tiny model, an in-memory loader, a real tiny metric.
 
 Also a driver: `python tests/trainer_standins.py OUTPUT [KEY=VALUE ...] [--kill-after-save NAME]
-[--kill-during-save NAME] [--sigterm-at-step N] [--stop-sync-every N]`
+[--kill-during-save NAME] [--sigterm-at-step N] [--kill-rank-at-step RANK N] [--stop-sync-every N]`
 trains with these stand-ins (optionally killing itself at
 a chosen moment) and, on every rank, dumps its final weights to `OUTPUT/rank<r>_weights.npz`. It runs
 under `paddle.distributed.launch` too. Nothing here is used by the engine.
@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.config.schema import InstSegConfig  # noqa: E402
+from engine.data.loader import EpochBatchSampler  # noqa: E402
 from engine.training.trainer import TrainHooks  # noqa: E402
 
 IMAGE = 8
@@ -29,22 +30,26 @@ NUM_VAL = 6
 
 
 class TinyDataset(paddle.io.Dataset):
-    """Fixed random images; class 1 images are brighter. Training flips images at random (NumPy RNG)."""
+    """Fixed random images; class 1 images are brighter. Training flips images at random, drawn per
+    (seed, epoch, index) as the engine's ReaderDataset draws its augmentations."""
 
     label_names = ["dark", "bright"]
 
     def __init__(self, num: int, seed: int, train: bool) -> None:
         rng = np.random.RandomState(seed)
         self.labels = rng.randint(0, 2, size=num)
-        self.images = (rng.randn(num, 3, IMAGE, IMAGE) + self.labels[:, None, None, None] * 0.8).astype("float32")
-        self.train = train
+        brightness = self.labels[:, None, None, None] * 0.8
+        self.images = (rng.randn(num, 3, IMAGE, IMAGE) + brightness).astype("float32")
+        self.train, self.seed, self.epoch = train, seed, 0
+        self.loads = 0  # __getitem__ calls in this process
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> Tuple[np.ndarray, int, int]:
+        self.loads += 1
         image = self.images[i]
-        if self.train and np.random.rand() < 0.5:
+        if self.train and np.random.default_rng([self.seed, self.epoch, i]).random() < 0.5:
             image = image[:, :, ::-1].copy()
         return image, int(self.labels[i]), i + 1
 
@@ -82,7 +87,7 @@ class TinyModel(paddle.nn.Layer):
     def loss(self, batch: Dict[str, Any]) -> Dict[str, paddle.Tensor]:
         logits = self._logits(batch["image"])
         labels = paddle.concat(batch["gt_class"]).astype("int64")
-        # the model draws from Paddle's stream only: with num_workers=0 the loader thread uses NumPy's
+        # the model draws from Paddle's stream only, as the engine's models do
         keep = (paddle.rand([len(batch["gt_class"])]) < 0.9).numpy()
         keep[0] = True
         idx = paddle.to_tensor(np.nonzero(keep)[0])
@@ -98,10 +103,14 @@ def build_loader(cfg: DictConfig, split: str) -> Tuple[paddle.io.DataLoader, Tin
     train = split == "train"
     dataset = TinyDataset(NUM_TRAIN if train else NUM_VAL, seed=0 if train else 1, train=train)
     bs = int(cfg.Train.batch_size)
-    if train and int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1:
-        sampler = paddle.io.DistributedBatchSampler(dataset, batch_size=bs, shuffle=True, drop_last=True)
+    world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+    if not train and world > 1:  # the engine's val sharding: every image on exactly one rank
+        from engine.data.loader import ShardBatchSampler
+
+        sampler = ShardBatchSampler(dataset, bs, world, int(os.environ["PADDLE_TRAINER_ID"]))
     else:
-        sampler = paddle.io.BatchSampler(dataset, batch_size=bs, shuffle=train, drop_last=train)
+        ranks = {} if train else {"num_replicas": 1, "rank": 0}
+        sampler = EpochBatchSampler(dataset, batch_size=bs, shuffle=train, drop_last=train, **ranks)
     workers = int(cfg.Train.num_workers) if train else 0
     loader = paddle.io.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers)
     return loader, dataset
@@ -110,21 +119,24 @@ def build_loader(cfg: DictConfig, split: str) -> Tuple[paddle.io.DataLoader, Tin
 EVAL_LOG_ENV = "INSTSEG_TEST_EVAL_LOG"
 
 
-def evaluate(model: paddle.nn.Layer, loader: Any, dataset: TinyDataset) -> Dict[str, float]:
-    """Accuracy over the whole loader, reported as mask "AP" (and logged per call when asked)."""
-    correct = seen = 0
+def evaluate(model: paddle.nn.Layer, loader: Any, dataset: TinyDataset) -> Optional[Dict[str, float]]:
+    """Accuracy over this rank's share of the images, gathered as the engine's evaluator does: reported as
+    mask "AP" on rank 0, None elsewhere (each rank logs its share and rank 0 the gathered AP when asked)."""
+    from engine.runtime import distributed as dist
+
+    correct, ids = 0, []
     for batch in loader:
         pred = model.predict(batch).numpy()
         labels = np.concatenate([g.numpy() for g in batch["gt_class"]])
         correct += int((pred == labels).sum())
-        seen += len(labels)
-    ap = correct / seen
+        ids += [int(i) for i in np.asarray(batch["im_id"]).reshape(-1)]
+    parts = dist.all_gather_object((correct, len(ids)))
+    ap = sum(c for c, _ in parts) / sum(n for _, n in parts) if dist.is_main() else None
     log = os.environ.get(EVAL_LOG_ENV)
     if log:
         with open(log, "a") as fh:
-            fh.write(json.dumps({"rank": int(os.environ.get("PADDLE_TRAINER_ID", "0")), "images": seen,
-                                 "dataset": len(dataset), "AP": ap}) + "\n")
-    return {"AP": ap, "bbox_AP": ap / 2}
+            fh.write(json.dumps({"rank": dist.rank(), "ids": ids, "dataset": len(dataset), "AP": ap}) + "\n")
+    return None if ap is None else {"AP": ap, "bbox_AP": ap / 2}
 
 
 def hooks(models: Optional[List[paddle.nn.Layer]] = None, scores: Optional[List[float]] = None) -> TrainHooks:
@@ -137,9 +149,9 @@ def hooks(models: Optional[List[paddle.nn.Layer]] = None, scores: Optional[List[
             models.append(model)
         return model
 
-    def scripted(model: paddle.nn.Layer, loader: Any, dataset: Any) -> Dict[str, float]:
+    def scripted(model: paddle.nn.Layer, loader: Any, dataset: Any) -> Optional[Dict[str, float]]:
         metrics = evaluate(model, loader, dataset)
-        if scores is not None:
+        if scores is not None and metrics is not None:
             metrics["AP"] = scores[calls["n"]]
             calls["n"] += 1
         return metrics
@@ -208,6 +220,17 @@ def _install_kill_hooks(args: List[str]) -> List[str]:
                 return losses
 
             trainer._train_step = signalling_step
+        elif arg == "--kill-rank-at-step":  # that rank dies (SIGKILL, a lost node) after that step
+            who, at = int(next(it)), int(next(it))
+            step_fn = trainer._train_step
+
+            def dying_step(run_: Any, batch: Any, _who: int = who, _at: int = at) -> Dict[str, float]:
+                losses = step_fn(run_, batch)
+                if run_.state.step + 1 == _at and int(os.environ.get("PADDLE_TRAINER_ID", "0")) == _who:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return losses
+
+            trainer._train_step = dying_step
         elif arg == "--stop-sync-every":
             trainer._STOP_SYNC_EVERY = int(next(it))
         else:

@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--dir", default="/tmp/instseg_bench_loader")
     args = ap.parse_args()
     root = Path(args.dir)
-    if not (root / "annotations" / "instance_train.json").is_file():  # COCO-like 480x640 images, up to 12 shapes
+    if not (root / "annotations" / "instance_train.json").is_file():  # COCO-like 480x640, up to 12 shapes
         make_coco_dataset(root, num_train=args.images, num_val=1, size=(480, 640), max_shapes=12, seed=0)
     bitmap, poly, per_image = mask_resize_costs(root)
     print(f"mask resize to 800x1067, {per_image:.1f} instances/image: bitmap stack {bitmap:.2f} ms, "

@@ -21,7 +21,8 @@ def main() -> None:
     parser.add_argument("--model", default="MaskRCNN-ResNet50-FPN")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--run-mode", default="paddle", help="DeployPredictor run_mode (paddle = oneDNN on CPU)")
+    parser.add_argument("--run-mode", default="paddle",
+                        help="DeployPredictor run_mode (paddle = oneDNN on CPU)")
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--width", type=int, default=1333)
     args = parser.parse_args()

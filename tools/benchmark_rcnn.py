@@ -1,16 +1,23 @@
-"""Inference and training-step speed of an InstSeg R-CNN model next to PaddleDetection develop.
+"""Inference and training-step speed of an InstSeg model (R-CNN family, SOLOv2, PP-YOLOE_seg-S) next to
+PaddleDetection develop.
 
 Both sides load the same weights (ours, saved with PaddleDetection's names), run on the same
 image with the same thread count, and are timed alternately in separate processes (ours, peer,
 ours, peer, ...) so machine noise hits both. The classifier scores follow a bias raised for 4 classes,
-so every proposal scores above the threshold for each of them, and the RPN's box deltas are zero, so the
-proposals are anchors spread over the image: the detection count reaches `keep_top_k` (reported).
+so every candidate scores above the threshold for each of them (R-CNN: the RPN's box deltas are zero, so
+the proposals are anchors spread over the image; PP-YOLOE: the box distributions differ per anchor): the
+detection count reaches `keep_top_k` (reported). `--detections 0` lowers every class bias instead: no
+detection at all (keep_top_k stays the model's default).
+SOLOv2 (`--model SOLOv2`): 4 class biases raised so that every grid cell is a candidate; `--detections` is
+Matrix NMS's post_nms_top_n; PaddleDetection's training step gets Gt2Solov2Target's targets precomputed (its
+data loader makes them), ours computes them inside the step.
 
     python tools/benchmark_rcnn.py --threads 2 --detections 16 100 [--exported] \
         --ppdet-root /path/to/PaddleDetection --ppdet-python /path/to/venv/bin/python
+    python tools/benchmark_rcnn.py --model PP-YOLOE_seg-S --size 640 640 --detections 0 300 ...
 
-`--exported` adds a third side for inference: ours exported (engine.deployment.exporter) and run by Paddle Inference
-(engine.deployment.inference.DeployPredictor, `--run-mode`), fed the same preprocessed input.
+`--exported` adds a third side for inference: ours exported (engine.deployment.exporter) and run by Paddle
+Inference (engine.deployment.inference.DeployPredictor, `--run-mode`), fed the same preprocessed input.
 
 `--ppdet-root` is a checkout of PaddleDetection develop (not committed here); without it only ours
 runs. PaddleDetection's side needs numpy<2 in its own environment, hence `--ppdet-python`.
@@ -33,7 +40,49 @@ PPDET_CONFIGS = {
     "MaskRCNN-ResNet50-FPN": "configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.yml",
     "MaskRCNN-ResNet50": "configs/mask_rcnn/mask_rcnn_r50_1x_coco.yml",
     "Cascade-MaskRCNN-ResNet50-FPN": "configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.yml",
+    "PP-YOLOE_seg-S": "configs/ppyoloe_seg/ppyoloe_seg_s_80e_coco.yml",
+    "SOLOv2": "configs/solov2/solov2_r50_fpn_1x_coco.yml",
 }
+DEFAULT_KEEP_TOP_K = {"rcnn": 100, "ppyoloe_seg": 300, "solov2": 100}  # ppdet's, used with --detections 0
+KEEP_TOP_K_KEY = {"solov2": "post_nms_top_n"}  # our Architecture key where it is not keep_top_k
+
+
+def _family(model: str) -> str:
+    sys.path.insert(0, str(REPO))
+    from engine.config.model_names import MODEL_FAMILIES
+
+    return MODEL_FAMILIES[model]
+
+
+def _arch(model: str, keep_top_k: int):
+    """Our Architecture section for `model` with `keep_top_k` detections per image."""
+    from engine.config.architectures import FAMILY_ARCHITECTURES
+
+    family = _family(model)
+    return FAMILY_ARCHITECTURES[family](**{KEEP_TOP_K_KEY.get(family, "keep_top_k"): keep_top_k})
+
+
+def _set_ppdet_keep_top_k(cfg, model: str, keep_top_k: int) -> None:
+    """Set the detections per image in PaddleDetection's config for `model`."""
+    family = _family(model)
+    if family == "solov2":
+        cfg["MaskMatrixNMS"]["post_nms_top_n"] = keep_top_k
+    else:
+        nms = cfg["PPYOLOEInsHead"]["nms"] if family == "ppyoloe_seg" else cfg["BBoxPostProcess"]["nms"]
+        nms["keep_top_k"] = keep_top_k
+
+
+def _ppdet_solov2_batch(images, boxes):
+    """PaddleDetection's SOLOv2 training inputs: the batch through its Gt2Solov2Target (its loader's job)."""
+    import numpy as np
+    import paddle
+    from ppdet.data.transform.batch_operators import Gt2Solov2Target
+
+    masks = _box_masks(boxes, images.shape[2])
+    samples = [{"image": image, "gt_bbox": boxes, "gt_class": np.array([[0], [1]], "int32"), "gt_segm": masks,
+                "is_crowd": np.zeros((len(boxes), 1), "int32"), "gt_poly": []} for image in images]
+    samples = Gt2Solov2Target()(samples)
+    return {k: paddle.to_tensor(np.stack([s[k] for s in samples])) for k in samples[0]}
 
 
 def _image(height: int, width: int):
@@ -71,11 +120,17 @@ def _worker_ppdet(args) -> Dict:
     import paddle
 
     sys.path.insert(0, args.ppdet_root)
-    from ppdet.core.workspace import create, load_config
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ppdet_import import import_with_stubs
 
+    workspace = import_with_stubs(Path(args.ppdet_root), "ppdet.core.workspace")
+    import_with_stubs(Path(args.ppdet_root), "ppdet.modeling")
     paddle.base.core.set_num_threads(args.threads)
-    cfg = load_config(os.path.join(args.ppdet_root, PPDET_CONFIGS[args.model]))
-    cfg["BBoxPostProcess"]["nms"]["keep_top_k"] = args.keep_top_k
+    cfg = workspace.load_config(os.path.join(args.ppdet_root, PPDET_CONFIGS[args.model]))
+    _set_ppdet_keep_top_k(cfg, args.model, args.keep_top_k)
+    if tuple(args.size) != (640, 640):
+        cfg["eval_size"] = None  # PP-YOLOE's anchors are precomputed for 640 x 640 unless this is unset
+    create = workspace.create
     model = create(cfg.architecture)
     model.set_state_dict(paddle.load(args.weights))
     result: Dict = {"side": "ppdet"}
@@ -96,14 +151,22 @@ def _worker_ppdet(args) -> Dict:
     else:
         images, boxes = _train_batch(args.batch, args.train_size)
         n = args.batch
-        polys = [[[np.array([b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]], "float32")] for b in boxes]] * n
         inputs = {"image": paddle.to_tensor(images),
                   "im_shape": paddle.to_tensor([[float(args.train_size)] * 2] * n),
                   "scale_factor": paddle.to_tensor([[1.0, 1.0]] * n),
                   "gt_bbox": [paddle.to_tensor(boxes) for _ in range(n)],
                   "gt_class": [paddle.to_tensor([[0], [1]], dtype="int32") for _ in range(n)],
                   "is_crowd": [paddle.to_tensor([[0], [0]], dtype="int32") for _ in range(n)],
-                  "gt_poly": polys}
+                  "epoch_id": 0}
+        if _family(args.model) == "ppyoloe_seg":  # PadGT's fields: bitmaps and a padding mask
+            masks = _box_masks(boxes, args.train_size)
+            inputs["gt_segm"] = [paddle.to_tensor(masks) for _ in range(n)]
+            inputs["pad_gt_mask"] = [paddle.ones([2, 1]) for _ in range(n)]
+        else:
+            inputs["gt_poly"] = [[[np.array([b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]], "float32")]
+                                  for b in boxes]] * n
+        if _family(args.model) == "solov2":
+            inputs = _ppdet_solov2_batch(images, boxes)
         model.train()
         opt = paddle.optimizer.Momentum(0.001, parameters=model.parameters())
 
@@ -118,11 +181,9 @@ def _worker_ppdet(args) -> Dict:
 
 
 def _worker_ours(args) -> Dict:
-    import numpy as np
     import paddle
 
     sys.path.insert(0, str(REPO))
-    from engine.config.architectures import RCNNArchitecture
     from engine.runtime.malloc_tuning import keep_freed_memory
     from engine.models.zoo import build_model
 
@@ -130,7 +191,7 @@ def _worker_ours(args) -> Dict:
     if args.onednn:
         paddle.set_flags({"FLAGS_use_mkldnn": True})
     keep_freed_memory()  # what engine.runtime.device.setup_device does on CPU (INSTSEG_MALLOC_TUNING=0: not)
-    model = build_model(args.model, RCNNArchitecture(keep_top_k=args.keep_top_k), 80)
+    model = build_model(args.model, _arch(args.model, args.keep_top_k), 80)
     model.set_state_dict(paddle.load(args.weights))
     result: Dict = {"side": "ours"}
     if args.task == "infer":
@@ -150,9 +211,7 @@ def _worker_ours(args) -> Dict:
     else:
         images, boxes = _train_batch(args.batch, args.train_size)
         n, size = args.batch, args.train_size
-        masks = np.zeros((2, size, size), "uint8")
-        for i, (x1, y1, x2, y2) in enumerate(boxes.astype(int)):
-            masks[i, y1:y2, x1:x2] = 1
+        masks = _box_masks(boxes, size)
         batch = {"image": paddle.to_tensor(images),
                  "im_shape": paddle.to_tensor([[float(size)] * 2] * n),
                  "scale_factor": paddle.to_tensor([[1.0, 1.0]] * n),
@@ -174,20 +233,20 @@ def _worker_ours(args) -> Dict:
 
 
 def _worker_exported(args) -> Dict:
-    """Ours, exported with engine.deployment.exporter and run by Paddle Inference (engine.deployment.inference.DeployPredictor)."""
+    """Ours, exported with engine.deployment.exporter and run by Paddle Inference
+    (engine.deployment.inference.DeployPredictor)."""
     import numpy as np
     import paddle
     from omegaconf import OmegaConf
 
     sys.path.insert(0, str(REPO))
-    from engine.config.architectures import RCNNArchitecture
     from engine.config.schema import InstSegConfig
     from engine.deployment.exporter import export_model
     from engine.deployment.inference import DeployPredictor
     from engine.models.zoo import build_model
 
     paddle.set_device("cpu")
-    model = build_model(args.model, RCNNArchitecture(keep_top_k=args.keep_top_k), 80)
+    model = build_model(args.model, _arch(args.model, args.keep_top_k), 80)
     model.set_state_dict(paddle.load(args.weights))
     model.eval()
     cfg = OmegaConf.structured(InstSegConfig)
@@ -213,38 +272,81 @@ def _worker_exported(args) -> Dict:
     return result
 
 
-def _make_weights(model: str, path: str) -> None:
-    """Random weights with PaddleDetection's names; class 1 scores high on every RoI."""
+def _box_masks(boxes, size: int):
+    """uint8 [M, size, size] bitmaps filling each box."""
+    import numpy as np
+
+    masks = np.zeros((len(boxes), size, size), "uint8")
+    for i, (x1, y1, x2, y2) in enumerate(boxes.astype(int)):
+        masks[i, y1:y2, x1:x2] = 1
+    return masks
+
+
+def _make_weights(model: str, path: str, detections: bool) -> None:
+    """Random weights with PaddleDetection's names: 4 classes score high everywhere, or (not
+    `detections`) every class scores far below the threshold."""
     import paddle
 
     sys.path.insert(0, str(REPO))
-    from engine.config.architectures import RCNNArchitecture
     from engine.models.zoo import build_model
 
     paddle.seed(0)
-    state = build_model(model, RCNNArchitecture(), 80).state_dict()
+    state = build_model(model, _arch(model, 100), 80).state_dict()
+    if _family(model) == "ppyoloe_seg":
+        _ppyoloe_weights(state, detections)
+        paddle.save(state, path)
+        return
     for name, value in state.items():
-        if "rpn_rois_delta" in name:
-            state[name] = paddle.zeros_like(value)  # proposals = anchors, spread over the image (random deltas
-            # push them all to the borders, where RPN NMS leaves a handful)
+        if name.endswith("solo_cate.bias"):  # SOLOv2: the first 4 classes score ~0.73 in every cell (or ~0)
+            bias = [1.0 if i < 4 and detections else -4.6 for i in range(value.shape[0])]
+            state[name] = paddle.to_tensor(bias, dtype="float32")
+        elif "branch2c.norm.weight" in name and _family(model) == "solov2":  # a deep random net overflows
+            state[name] = value * 0.2
+        elif "rpn_rois_delta" in name:
+            # proposals = anchors, spread over the image (random deltas push them all to the borders, where
+            # RPN NMS leaves a handful)
+            state[name] = paddle.zeros_like(value)
         elif "bbox_score" in name and name.endswith("weight"):
-            state[name] = value * 1e-4  # scores follow the bias; the weights only break ties the same way on both sides
+            # scores follow the bias; the weights only break ties the same way on both sides
+            state[name] = value * 1e-4
         elif "bbox_score" in name and name.endswith("bias"):
             bias = value.numpy()
-            bias[:4] = 6.0  # the first 4 foreground classes (background is the last column) score ~0.25
+            bias[:4] = 6.0 if detections else -20.0  # the first 4 foreground classes score ~0.25 (or ~0)
             state[name] = paddle.to_tensor(bias)
     paddle.save(state, path)
+
+
+def _ppyoloe_weights(state: Dict, detections: bool) -> None:
+    """PP-YOLOE_seg: class biases (4 classes near 0.5, or all ~e-9), per-anchor box distributions, and
+    prototypes / coefficients scaled to logits of order 1 (random deep features are tiny)."""
+    import numpy as np
+    import paddle
+
+    rng = np.random.default_rng(0)
+    for name, value in state.items():
+        if "pred_cls" in name and name.endswith("bias"):
+            bias = np.full(value.shape, -20.0, "float32")
+            bias[:4] = 0.0 if detections else -20.0
+            state[name] = paddle.to_tensor(bias)
+        elif ("pred_cls" in name or "pred_reg" in name) and name.endswith("weight"):
+            state[name] = paddle.to_tensor(rng.normal(0, 0.01, value.shape).astype("float32"))
+        elif "pred_reg" in name:
+            state[name] = paddle.to_tensor(rng.normal(0, 1, value.shape).astype("float32"))
+        elif "pred_ins" in name and name.endswith("weight") or name.endswith("proto.conv3.bn.weight"):
+            state[name] = value * (300.0 if "pred_ins" in name else 3000.0)
 
 
 def _spawn(python: str, args, side: str, task: str, keep_top_k: int) -> Dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES="")
     if args.no_malloc_tuning:
         env["INSTSEG_MALLOC_TUNING"] = "0"
-    if args.ppdet_malloc_tuning and side == "ppdet":  # engine.runtime.malloc_tuning's settings, as glibc variables
+    # engine.runtime.malloc_tuning's settings, as glibc variables
+    if args.ppdet_malloc_tuning and side == "ppdet":
         env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2 ** 31 - 1),
                    MALLOC_TOP_PAD_=str(64 << 20))
-    cmd = [python, __file__, "--worker", side, "--task", task, "--model", args.model, "--weights", args.weights,
-           "--threads", str(args.threads), "--repeats", str(args.repeats), "--keep-top-k", str(keep_top_k),
+    cmd = [python, __file__, "--worker", side, "--task", task, "--model", args.model,
+           "--weights", args.weights, "--threads", str(args.threads), "--repeats", str(args.repeats),
+           "--keep-top-k", str(keep_top_k),
            "--size", *map(str, args.size), "--batch", str(args.batch), "--train-size", str(args.train_size)]
     if args.ppdet_root:
         cmd += ["--ppdet-root", args.ppdet_root]
@@ -274,7 +376,8 @@ def main() -> None:
     parser.add_argument("--exported", action="store_true",
                         help="also time ours exported and run by Paddle Inference (infer task)")
     parser.add_argument("--no-malloc-tuning", action="store_true",
-                        help="ours and exported without engine.runtime.malloc_tuning (INSTSEG_MALLOC_TUNING=0)")
+                        help="ours and exported without engine.runtime.malloc_tuning "
+                             "(INSTSEG_MALLOC_TUNING=0)")
     parser.add_argument("--ppdet-malloc-tuning", action="store_true",
                         help="PaddleDetection with the same glibc malloc settings (environment variables)")
     parser.add_argument("--run-mode", default="auto",
@@ -289,11 +392,12 @@ def main() -> None:
         print(json.dumps(fn(args)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        args.weights = os.path.join(tmp, "weights.pdparams")
-        _make_weights(args.model, args.weights)
         runs = [("infer", k) for k in args.detections if "infer" in args.tasks]
         runs += [("train", 100)] if "train" in args.tasks else []
         for task, k in runs:
+            args.weights = os.path.join(tmp, f"weights_{task}_{k}.pdparams")
+            _make_weights(args.model, args.weights, detections=k > 0)
+            k = k or DEFAULT_KEEP_TOP_K[_family(args.model)]
             sides = [("ours", sys.executable)]
             sides += [("exported", sys.executable)] if args.exported and task == "infer" else []
             sides += [("ppdet", args.ppdet_python)] if args.ppdet_root else []
@@ -304,15 +408,19 @@ def main() -> None:
                     res = _spawn(python, args, side, task, k)
                     best[side].append(min(res["times"]))
                     dets[side] = res.get("detections")
-            line = f"{args.model} {task}" + (f" {args.size[0]}x{args.size[1]} keep_top_k={k}" if task == "infer"
-                                             else f" batch {args.batch} at {args.train_size}px")
+            setting = (f" {args.size[0]}x{args.size[1]} keep_top_k={k}" if task == "infer"
+                       else f" batch {args.batch} at {args.train_size}px")
+            line = f"{args.model} {task}" + setting
             for side, _ in sides:
-                line += f" | {side} {min(best[side]):.2f} s" + (f" (detections {dets[side]})" if dets[side] is not None
-                                                              else "")
+                line += f" | {side} {min(best[side]):.2f} s"
+                if dets[side] is not None:
+                    line += f" (detections {dets[side]})"
             if "ppdet" in best:
                 peer = min(best["ppdet"])
-                line += "".join(f" | {side}/ppdet {min(best[side]) / peer:.2f}" for side, _ in sides if side != "ppdet")
+                line += "".join(f" | {side}/ppdet {min(best[side]) / peer:.2f}"
+                                for side, _ in sides if side != "ppdet")
             print(line + f" | threads {args.threads}", flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # our detector class -> PaddleDetection's architecture name, where they differ
-PPDET_ARCHITECTURE = {"CascadeMaskRCNN": "CascadeRCNN"}
+PPDET_ARCHITECTURE = {"CascadeMaskRCNN": "CascadeRCNN", "PPYOLOESeg": "PPYOLOE", "MaskRTDETR": "DETR"}
 
 
 def describe(model: Any, name: str, num_classes: int) -> Dict[str, Any]:

@@ -16,7 +16,8 @@ from typing import List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.runtime.atomic_io import write_json  # noqa: E402
-from engine.evaluation.coco_metrics import BACKENDS, IOU_TYPES, evaluate_coco, load_gt, summary_lines  # noqa: E402
+from engine.evaluation.coco_metrics import (  # noqa: E402
+    BACKENDS, IOU_TYPES, evaluate_coco, load_gt, summary_lines)
 from engine.errors import DatasetError, InstSegError  # noqa: E402
 
 
@@ -34,7 +35,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gt", required=True, help="COCO ground-truth annotation JSON")
     ap.add_argument("--results", required=True, help="COCO results JSON (list of detections)")
-    ap.add_argument("--iou-type", choices=IOU_TYPES, help="one IoU type (default: bbox, and segm when results have masks)")
+    ap.add_argument("--iou-type", choices=IOU_TYPES,
+                    help="one IoU type (default: bbox, and segm when results have masks)")
     ap.add_argument("--backend", choices=BACKENDS, default="pycocotools")
     ap.add_argument("--out", help="write the metrics JSON here")
     ap.add_argument("--force", action="store_true", help="overwrite --out if it exists")

@@ -11,7 +11,6 @@ import argparse
 import importlib
 import json
 import sys
-import types
 from pathlib import Path
 from typing import Any, Callable, Dict
 
@@ -20,38 +19,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tools"))
+from ppdet_import import import_with_stubs  # noqa: E402
 OUT = REPO / "tests" / "fixtures" / "ppdet_backbone_golden.json"
 
 
-class _Stub(types.ModuleType):
-    """Stands in for an optional module the ppdet package imports but these layers never use."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _Stub(f"{self.__name__}.{name}")
-
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 def import_ppdet(root: Path) -> Dict[str, Callable]:
-    sys.path.insert(0, str(root))
-    for _ in range(50):
-        try:
-            resnet = importlib.import_module("ppdet.modeling.backbones.resnet")
-            fpn = importlib.import_module("ppdet.modeling.necks.fpn")
-            return {"resnet": lambda **kw: _dict_input(resnet.ResNet(**kw)), "fpn": fpn.FPN,
-                    "res5": resnet.Res5Head}
-        except ModuleNotFoundError as exc:
-            if exc.name is None or exc.name.startswith("ppdet"):
-                raise
-            for mod in [m for m in sys.modules if m.startswith("ppdet")]:
-                del sys.modules[mod]
-            parts = exc.name.split(".")
-            for i in range(1, len(parts) + 1):
-                sys.modules.setdefault(".".join(parts[:i]), _Stub(".".join(parts[:i])))
-    raise RuntimeError("too many missing modules")
+    resnet = import_with_stubs(root, "ppdet.modeling.backbones.resnet")
+    fpn = importlib.import_module("ppdet.modeling.necks.fpn")
+    return {"resnet": lambda **kw: _dict_input(resnet.ResNet(**kw)), "fpn": fpn.FPN, "res5": resnet.Res5Head}
 
 
 def _dict_input(layer: Any) -> Any:

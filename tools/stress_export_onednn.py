@@ -38,7 +38,7 @@ def export_config(root: Path, name: str) -> OmegaConf:
     cfg = OmegaConf.structured(InstSegConfig)
     cfg.Global.model, cfg.Global.dataset_dir, cfg.Global.output = name, str(data), str(root / "output")
     cfg.Train.num_classes = 3
-    cfg.EvalReader.short_sizes, cfg.EvalReader.max_size = [64], 96
+    cfg.EvalReader.target_size = [64, 96]
     return cfg
 
 

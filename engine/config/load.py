@@ -18,7 +18,7 @@ from engine.config.architectures import FAMILY_ARCHITECTURES
 from engine.config.model_names import MODEL_FAMILIES
 from engine.config.overrides import Override, parse_overrides, yaml_load
 from engine.config.schema import InstSegConfig
-from engine.config.suggest import did_you_mean
+from engine.config.suggest import did_you_mean, model_name_hint
 from engine.config.values import check_values
 from engine.errors import ConfigError
 
@@ -127,7 +127,7 @@ def _model_name(layers: List[Layer], pairs: List[Override]) -> Tuple[str, str]:
         elif pair.parts == ["Global"] and isinstance(pair.value, dict) and "model" in pair.value:
             model, source = pair.value["model"], pair.source
     if not isinstance(model, str) or model not in MODEL_FAMILIES:
-        hint = did_you_mean(str(model), MODEL_FAMILIES) or " Known models: " + ", ".join(MODEL_FAMILIES) + "."
+        hint = model_name_hint(str(model))
         raise ConfigError(f"Unknown model Global.model={model!r} (from {source}).{hint}")
     return model, source
 

@@ -19,7 +19,8 @@ class GlobalSection:
     output: str = "output"  # every mode writes here
     seed: int = 42  # seeds splits, conversion and training
     cpu_threads: Optional[int] = None  # CPU math threads; None = all cores
-    onednn: bool = False  # oneDNN kernels on CPU for training/eval (demo steps ~12% faster; see engine.runtime.device)
+    # oneDNN kernels on CPU for training/eval (demo steps ~12% faster; see engine.runtime.device)
+    onednn: bool = False
 
 
 @dataclass
@@ -45,7 +46,8 @@ class CheckDatasetSection:
 
 @dataclass
 class KernelOptionSection:
-    # auto (mkldnn on CPU, paddle on GPU) | mkldnn (oneDNN) | paddle (Paddle's own kernels) | trt_fp32 | trt_fp16
+    # auto (mkldnn on CPU, paddle on GPU) | mkldnn (oneDNN) | paddle (Paddle's own kernels)
+    # | trt_fp32 | trt_fp16
     run_mode: str = "auto"
     cpu_threads: Optional[int] = None  # None = Global.cpu_threads
 
@@ -82,14 +84,15 @@ class TrainSection:
 @dataclass
 class EvaluateSection:
     weight_path: Optional[str] = None  # default {output}/best_model/best_model.pdparams
-    log_interval: int = 10
-    backend: str = "pycocotools"  # pycocotools | fast (same numbers, faster)
+    log_interval: int = 10  # val batches between progress log lines (evaluate and training evaluations)
+    backend: str = "pycocotools"  # pycocotools | fast (same numbers, faster); also for training evaluations
     batch_size: int = 1
 
 
 @dataclass
 class ExportSection:
     weight_path: Optional[str] = None  # default {output}/best_model/best_model.pdparams
+    save_dir: Optional[str] = None  # where the inference model is written; default {output}/inference
 
 
 @dataclass
@@ -115,9 +118,26 @@ class ReaderSection:
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     distort: bool = False  # random photometric distortion
     expand: bool = False  # random expand (zoom out)
+    expand_fill: Optional[List[float]] = None  # canvas colour (RGB, 0-1) of expand; None = `mean`
     crop: bool = False  # random IoU crop
     batch_sizes: List[int] = field(default_factory=list)  # batch-level multi-scale sizes (square)
     skip_empty: bool = True  # drop images without (non-crowd) annotations in training
+
+
+@dataclass
+class EvalReaderSection:
+    """Evaluation and prediction preprocessing (PaddleDetection's EvalReader / TestReader: Resize,
+    NormalizeImage, Permute, PadBatch), run by engine.data.preprocess for `evaluate`, `predict` and the
+    exported model (export writes it into inference.yml)."""
+
+    # keep_ratio: [short side, long-side cap] (either order); keep_ratio false: [h, w]
+    target_size: List[int] = field(default_factory=lambda: [800, 1333])
+    keep_ratio: bool = True  # one scale for both axes; False: stretch to target_size exactly
+    interp: int = 1  # OpenCV interpolation: 0 nearest, 1 linear, 2 cubic, 3 area, 4 lanczos4
+    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # RGB, after / 255
+    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    pad_stride: int = 32  # pad the batch to a multiple of this (0 = none)
+    normalize_first: bool = False  # normalise, then resize in float32 (ppdet's SOLOv2 order)
 
 
 @dataclass
@@ -129,5 +149,5 @@ class InstSegConfig:
     Export: ExportSection = field(default_factory=ExportSection)
     Predict: PredictSection = field(default_factory=PredictSection)
     TrainReader: ReaderSection = field(default_factory=ReaderSection)
-    EvalReader: ReaderSection = field(default_factory=ReaderSection)
+    EvalReader: EvalReaderSection = field(default_factory=EvalReaderSection)
     Architecture: Any = None  # replaced by the family's dataclass (architectures.py)

@@ -18,3 +18,10 @@ def did_you_mean(word: str, candidates: Iterable[str], prefix: str = "") -> str:
     if len(hits) == 1:
         return f" Did you mean {hits[0]}?"
     return " Did you mean " + ", ".join(hits[:-1]) + f" or {hits[-1]}?"
+
+
+def model_name_hint(name: str) -> str:
+    """' Did you mean <closest model names>?' for an unknown Global.model, else the list of known models."""
+    from engine.config.model_names import MODEL_FAMILIES
+
+    return did_you_mean(str(name), MODEL_FAMILIES) or " Known models: " + ", ".join(MODEL_FAMILIES) + "."

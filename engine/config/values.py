@@ -61,8 +61,12 @@ READER_RANGES: Dict[str, Rule] = {
     "std": (lambda v: len(v) == 3 and all(x > 0 for x in v), "3 values > 0 (R, G, B)"),
     "batch_sizes": (lambda v: all(x > 0 for x in v), "values > 0"),
 }
-for _reader in ("TrainReader", "EvalReader"):
-    RANGES.update({f"{_reader}.{key}": rule for key, rule in READER_RANGES.items()})
+RANGES.update({f"TrainReader.{key}": rule for key, rule in READER_RANGES.items()})
+RANGES.update({
+    "EvalReader.target_size": (lambda v: len(v) == 2 and all(x > 0 for x in v), "two sizes > 0"),
+    "EvalReader.interp": (lambda v: v in (0, 1, 2, 3, 4), "an OpenCV interpolation code 0-4"),
+    **{f"EvalReader.{key}": READER_RANGES[key] for key in ("pad_stride", "mean", "std")},
+})
 
 
 def check_values(cfg: DictConfig, origins: Dict[str, str]) -> None:

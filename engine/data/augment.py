@@ -106,18 +106,21 @@ def random_augment(sample: Sample, reader: Any, rng: np.random.Generator) -> Sam
     if bool(reader.distort):
         sample = distort(sample, rng)
     if bool(reader.expand):
-        sample = expand(sample, rng, reader.mean)
+        fill = getattr(reader, "expand_fill", None)
+        fill = reader.mean if fill is None else fill
+        sample = expand(sample, rng, fill)
     if bool(reader.crop):
         sample = iou_crop(sample, rng)
     return sample
 
 
 def multiscale_collate(samples: List[Sample], sizes: Sequence[int], mean: Sequence[float],
-                       std: Sequence[float], pad_stride: int, seed: int) -> Dict[str, Any]:
+                       std: Sequence[float], pad_stride: int, seed: int, epoch: int) -> Dict[str, Any]:
     """Batch-level multi-scale (PaddleDetection's BatchRandomResize): every image of the batch is resized
-    to one square size drawn per batch, then normalised and collated. The draw depends on the seed and
-    the batch's image ids only, so it is the same in any worker layout and on resume."""
-    rng = np.random.default_rng([seed] + [int(s["im_id"]) for s in samples])
+    to one square size drawn per batch, then normalised and collated. The draw depends on the seed, the
+    epoch and the batch's image ids only, so a batch that recurs in another epoch gets a fresh size while
+    any worker layout and a resumed run draw the same one."""
+    rng = np.random.default_rng([seed, epoch] + [int(s["im_id"]) for s in samples])
     size = int(sizes[rng.integers(len(sizes))])
     out = []
     for sample in samples:

@@ -18,7 +18,8 @@ SPLITS = ("train", "val")
 def load_coco(path: Path) -> COCO:
     """pycocotools COCO of `path`, quietly; a clear DatasetError when it can't be read."""
     if not path.is_file():
-        raise DatasetError(f"{path} does not exist. Expected <dataset_dir>/annotations/instance_{{train,val}}.json "
+        raise DatasetError(f"{path} does not exist. Expected "
+                           "<dataset_dir>/annotations/instance_{train,val}.json "
                            "(run Global.mode=check_dataset to validate the layout)")
     try:
         dataset = read_json(path)  # orjson when installed: most of COCO()'s load time is the JSON parse
@@ -68,11 +69,12 @@ class CocoInstances:
             raise DatasetError(f"Image {path} (image id {image_id}) is missing or unreadable")
         h, w = image.shape[:2]
         if (int(info.get("height", h)), int(info.get("width", w))) != (h, w):
-            raise DatasetError(f"{self.ann_file.name}: image id {image_id} ({path.name}) is {h}x{w} (h x w) after "
-                               f"its EXIF orientation, but the JSON says {info.get('height')}x{info.get('width')}")
+            raise DatasetError(f"{self.ann_file.name}: image id {image_id} ({path.name}) is {h}x{w} (h x w) "
+                               f"after its EXIF orientation, but the JSON says "
+                               f"{info.get('height')}x{info.get('width')}")
         anns = self.coco.imgToAnns.get(image_id, [])
-        sample: Dict[str, Any] = {"image": cv2.cvtColor(image, cv2.COLOR_BGR2RGB), "im_id": np.int64(image_id),
-                                  "ori_shape": np.array([h, w], np.int32)}
+        sample: Dict[str, Any] = {"image": cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
+                                  "im_id": np.int64(image_id), "ori_shape": np.array([h, w], np.int32)}
         sample.update(self._targets(anns, h, w, path))
         return sample
 
@@ -93,6 +95,7 @@ class CocoInstances:
         return {
             "gt_bbox": boxes[keep],
             "gt_mask": masks[keep],
-            "gt_class": np.array([self._class_of[a["category_id"]] for a in anns], np.int32).reshape(-1)[keep],
+            "gt_class": np.array([self._class_of[a["category_id"]] for a in anns],
+                                 np.int32).reshape(-1)[keep],
             "is_crowd": np.array([int(a.get("iscrowd", 0)) for a in anns], np.int32).reshape(-1)[keep],
         }

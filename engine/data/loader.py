@@ -6,6 +6,8 @@ import numpy as np
 import paddle
 from omegaconf import DictConfig
 
+from engine.runtime import distributed as dist
+
 from .augment import multiscale_collate
 from .batching import collate
 from .coco import CocoInstances
@@ -37,23 +39,65 @@ class ReaderDataset(paddle.io.Dataset):
 
 class EpochBatchSampler(paddle.io.DistributedBatchSampler):
     """DistributedBatchSampler whose `set_epoch` also reseeds the dataset's augmentations; the shuffle
-    seed mixes in Global.seed (the parent shuffles with RandomState(epoch) alone)."""
+    seed mixes in Global.seed (the parent shuffles with RandomState(epoch) alone). `start_at(n)` makes
+    the next pass begin after its first `n` batches without loading them (mid-epoch resume)."""
 
     def __init__(self, dataset: ReaderDataset, **kwargs: Any) -> None:
         super().__init__(dataset, **kwargs)
+        self._start = 0
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch((int(self.dataset.seed) * 1_000_003 + int(epoch)) % 2**32)
         self.dataset.epoch = int(epoch)
 
+    def start_at(self, batches: int) -> None:
+        """Skip the first `batches` batches of the next pass only (their indices are drawn, not loaded)."""
+        self._start = max(int(batches), 0)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        start, self._start = self._start, 0
+        for i, indices in enumerate(super().__iter__()):
+            if i >= start:
+                yield indices
+
+
+class EpochCollate:
+    """Batch-level multi-scale collate that reads the dataset's current epoch when called (a plain
+    object, so it travels to worker processes with the dataset it refers to)."""
+
+    def __init__(self, dataset: ReaderDataset, reader: Any) -> None:
+        self.dataset = dataset
+        self.sizes = [int(v) for v in reader.batch_sizes]
+        self.mean, self.std, self.pad_stride = list(reader.mean), list(reader.std), int(reader.pad_stride)
+
+    def __call__(self, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
+        return multiscale_collate(samples, self.sizes, self.mean, self.std, self.pad_stride,
+                                  seed=int(self.dataset.seed), epoch=int(self.dataset.epoch))
+
+
+class ShardBatchSampler(paddle.io.BatchSampler):
+    """Batches of every `num_replicas`-th index from `rank`, in order and without padding, so each image is
+    evaluated by exactly one rank (DistributedBatchSampler repeats images to even out the shares)."""
+
+    def __init__(self, dataset: ReaderDataset, batch_size: int, num_replicas: int, rank: int) -> None:
+        self.dataset, self.batch_size, self.drop_last = dataset, batch_size, False
+        mine = list(range(rank, len(dataset), num_replicas))
+        self.batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+
+    def __iter__(self) -> Iterator[List[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
 
 class Loader:
     """Iterates batches of paddle tensors (docs/ENGINE.md); samples are collated in the workers."""
 
-    def __init__(self, dataset: ReaderDataset, batch_sampler: EpochBatchSampler, num_workers: int,
-                 pad_stride: int, collate_fn: Optional[Callable[[List[Dict[str, Any]]], Dict[str, Any]]] = None
-                 ) -> None:
+    def __init__(self, dataset: ReaderDataset, batch_sampler: paddle.io.BatchSampler, num_workers: int,
+                 pad_stride: int,
+                 collate_fn: Optional[Callable[[List[Dict[str, Any]]], Dict[str, Any]]] = None) -> None:
         self.dataset, self.batch_sampler, self.num_workers = dataset, batch_sampler, num_workers
         collate_fn = collate_fn or functools.partial(collate, pad_stride=pad_stride)
         self._loader = paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
@@ -83,8 +127,9 @@ def build_loader(cfg: DictConfig, split: str, dataset: Optional[ReaderDataset] =
                  batch_size: Optional[int] = None) -> Loader:
     """Loader of `split` ("train": TrainReader, shuffled, drop_last; "val": EvalReader, every image once).
 
-    `dataset` reuses an already-read split; `distributed` (default: train only) shards batches over the
-    data-parallel ranks; val is never sharded, so rank 0 evaluates the whole split (docs/ENGINE.md).
+    `dataset` reuses an already-read split; `distributed` (default: yes when data-parallel) shards it over
+    the ranks: train batches through DistributedBatchSampler, val images without repeats (ShardBatchSampler;
+    the evaluator gathers every rank's results, docs/ENGINE.md).
     """
     train = split == "train"
     reader = cfg.TrainReader if train else cfg.EvalReader
@@ -92,14 +137,15 @@ def build_loader(cfg: DictConfig, split: str, dataset: Optional[ReaderDataset] =
         source = CocoInstances(cfg.Global.dataset_dir, split, skip_empty=train and bool(reader.skip_empty))
         dataset = ReaderDataset(source, reader, train, int(cfg.Global.seed))
     size = batch_size or (int(cfg.Train.batch_size) if train else int(cfg.Evaluate.batch_size))
-    shard = train if distributed is None else distributed
+    shard = (train or dist.world_size() > 1) if distributed is None else distributed
     ranks = {} if shard else {"num_replicas": 1, "rank": 0}
+    if not train and shard:
+        return Loader(dataset, ShardBatchSampler(dataset, size, dist.world_size(), dist.rank()),
+                      int(cfg.Train.num_workers), int(reader.pad_stride))
     sampler = EpochBatchSampler(dataset, batch_size=size, shuffle=train if shuffle is None else shuffle,
                                 drop_last=train and len(dataset) >= size, **ranks)
     workers = int(cfg.Train.num_workers)
     collate_fn = None
     if train and len(reader.batch_sizes) > 0:  # batch-level multi-scale: resize + normalise per batch
-        collate_fn = functools.partial(
-            multiscale_collate, sizes=[int(v) for v in reader.batch_sizes], mean=list(reader.mean),
-            std=list(reader.std), pad_stride=int(reader.pad_stride), seed=int(cfg.Global.seed))
+        collate_fn = EpochCollate(dataset, reader)
     return Loader(dataset, sampler, workers, int(reader.pad_stride), collate_fn)

@@ -8,16 +8,17 @@ from typing import Dict, Sequence, Tuple
 import cv2
 import numpy as np
 
+from .batching import GT_KEYS
+from .preprocess import Preprocess, normalize_permute_image, normalize_table, resized_size
+
 Sample = Dict[str, np.ndarray]
 _CV_MAX_CHANNELS = 512  # cv2.resize handles at most 512 channels per call
 
 
 def target_size(height: int, width: int, short: int, max_size: int, keep_ratio: bool) -> Tuple[int, int]:
-    """Output (h, w): short side `short` capped so the long side stays ≤ `max_size`, or (short, max_size)."""
-    if not keep_ratio:
-        return short, max_size
-    scale = min(short / min(height, width), max_size / max(height, width))
-    return int(round(height * scale)), int(round(width * scale))
+    """Output (h, w): short side `short` capped so the long side stays ≤ `max_size`, or (short, max_size)
+    (the evaluation resize's rule, `preprocess.resized_size`)."""
+    return resized_size(height, width, (short, max_size), keep_ratio)
 
 
 def resize_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -60,15 +61,8 @@ def hflip(sample: Sample) -> Sample:
 
 
 def normalize_permute(sample: Sample, mean: Sequence[float], std: Sequence[float]) -> Sample:
-    """uint8 RGB HWC -> float32 CHW, (x / 255 - mean) / std, via one 256-entry table per channel
-    (a gather is ~3x faster than float arithmetic on the whole image)."""
-    table = ((np.arange(256)[None, :] / 255.0 - np.asarray(mean, np.float64)[:, None])
-             / np.asarray(std, np.float64)[:, None]).astype(np.float32)
-    image = sample["image"]
-    out = np.empty((3,) + image.shape[:2], np.float32)
-    for c in range(3):  # three channels, not instances
-        np.take(table[c], image[:, :, c], out=out[c])
-    sample["image"] = out
+    """uint8 RGB HWC -> float32 CHW, (x / 255 - mean) / std, as the evaluation preprocessing does."""
+    sample["image"] = normalize_permute_image(sample["image"], normalize_table(mean, std))
     return sample
 
 
@@ -94,20 +88,26 @@ def fit_boxes_to_masks(sample: Sample) -> Sample:
 
 
 def apply_reader(sample: Sample, reader, rng: np.random.Generator, train: bool) -> Sample:
-    """The reader's pipeline: (train) distort / expand / IoU crop, (random) resize, random flip, normalise
-    and permute. With `reader.batch_sizes` (train) the resize and normalisation happen per batch
+    """The reader's pipeline. Evaluation: `preprocess.Preprocess` of the EvalReader (ground truth
+    dropped). Training: distort / expand / IoU crop, random resize, random flip, normalise and permute;
+    with `reader.batch_sizes` the resize and normalisation happen per batch
     (`augment.multiscale_collate`), so the sample is returned as uint8 HWC."""
     from .augment import random_augment  # augment imports this module
 
-    batch_scaled = train and len(reader.batch_sizes) > 0
-    if train and "gt_mask" in sample:
+    if not train:
+        for key in GT_KEYS:
+            sample.pop(key, None)
+        return Preprocess.from_reader(reader).sample(sample)
+
+    batch_scaled = len(reader.batch_sizes) > 0
+    if "gt_mask" in sample:
         sample = random_augment(sample, reader, rng)
     if not batch_scaled:
         sizes = list(reader.short_sizes)
-        short = int(sizes[rng.integers(len(sizes))]) if train else int(sizes[0])
+        short = int(sizes[rng.integers(len(sizes))])
         sample = resize(sample, short, int(reader.max_size), bool(reader.keep_ratio))
     if "gt_mask" in sample:  # before the flip: reductions on the flipped (negative-stride) view are slow
         sample = fit_boxes_to_masks(sample)
-    if train and rng.random() < float(reader.flip_prob):
+    if rng.random() < float(reader.flip_prob):
         sample = hflip(sample)  # exact on boxes, so they still fit the masks
     return sample if batch_scaled else normalize_permute(sample, reader.mean, reader.std)

@@ -1,11 +1,11 @@
 """Export a model to a static graph for Paddle Inference: `inference.json` (PIR; `inference.pdmodel` on a
 legacy-IR Paddle), `inference.pdiparams`, and `inference.yml`, which carries everything a deployment needs
-besides the graph (preprocessing, label list, draw threshold), so `engine.deployment.inference.DeployPredictor` runs
-without the training code.
+besides the graph (the EvalReader's preprocessing as ops, the label list of the training run, the draw
+threshold), so `engine.deployment.inference.DeployPredictor` runs without the training code and preprocesses
+exactly as `evaluate` and `predict` do.
 
 `Global.mode=export` (`run`) loads `Export.weight_path` into a freshly built model and exports it.
 """
-import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -15,14 +15,15 @@ import paddle.nn as nn
 import yaml
 from omegaconf import DictConfig
 
+from engine.data.preprocess import Preprocess
+from engine.errors import WeightsError
+from engine.prediction.labels import model_labels
 from engine.runtime.atomic_io import write_text
-from engine.errors import ConfigError, WeightsError
 
 logger = logging.getLogger("instseg")
 
 FORMAT_VERSION = 1  # bump when inference.yml or the graph's inputs/outputs change incompatibly
 OUTPUTS = ("bbox", "bbox_num", "mask")  # the graph's outputs, in this order
-RESIZE_INTERP = 1  # cv2.INTER_LINEAR, as the evaluation pipeline resizes
 MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR, legacy IR
 PARAMS_FILE = "inference.pdiparams"
 CONFIG_FILE = "inference.yml"
@@ -44,39 +45,14 @@ class _Exported(nn.Layer):
 
 def preprocess_ops(reader: Any) -> List[Dict[str, Any]]:
     """inference.yml `Preprocess` from an EvalReader section (PaddleDetection's op names and fields)."""
-    short = list(reader.short_sizes)
-    if not short:
-        raise ConfigError("EvalReader.short_sizes is empty: export needs the evaluation image size.")
-    return [
-        {"type": "Resize", "target_size": [int(short[0]), int(reader.max_size)],
-         "keep_ratio": bool(reader.keep_ratio), "interp": RESIZE_INTERP},
-        {"type": "NormalizeImage", "mean": [float(v) for v in reader.mean],
-         "std": [float(v) for v in reader.std], "is_scale": True},
-        {"type": "Permute"},
-        {"type": "PadStride", "stride": int(reader.pad_stride)},
-    ]
+    return Preprocess.from_reader(reader).to_ops()
 
 
-def label_list(cfg: DictConfig) -> List[str]:
-    """Class names by class index: the dataset's categories (ascending id), else the training run's
-    label_dict.txt, else `class_<k>` for Train.num_classes."""
-    for split in ("val", "train"):
-        path = Path(cfg.Global.dataset_dir) / "annotations" / f"instance_{split}.json"
-        try:
-            cats = json.loads(path.read_text(encoding="utf-8"))["categories"]
-            return [str(c["name"]) for c in sorted(cats, key=lambda c: c["id"])]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    labels = Path(cfg.Global.output) / "label_dict.txt"
-    if labels.is_file():
-        lines = [ln.split(" ", 1) for ln in labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        return [parts[1] if len(parts) > 1 else parts[0] for parts in lines]
-    return [f"class_{k}" for k in range(int(cfg.Train.num_classes))]
-
-
-def inference_config(model: nn.Layer, cfg: DictConfig, model_file: str) -> Dict[str, Any]:
-    """The content of inference.yml."""
-    labels = label_list(cfg)
+def inference_config(model: nn.Layer, cfg: DictConfig, model_file: str,
+                     weight_path: Optional[str] = None) -> Dict[str, Any]:
+    """The content of inference.yml; labels from the run that wrote `weight_path`
+    (engine.prediction.labels)."""
+    labels = model_labels(cfg, weight_path)
     return {
         "format_version": FORMAT_VERSION,
         "mode": "paddle",
@@ -94,11 +70,14 @@ def inference_config(model: nn.Layer, cfg: DictConfig, model_file: str) -> Dict[
     }
 
 
-def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str) -> Dict[str, str]:
+def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str,
+                 weight_path: Optional[str] = None) -> Dict[str, str]:
     """Trace `model` (eval mode) to a static graph and write it with inference.yml into `out_dir`.
+    `weight_path`: the file the weights came from (None: the run of `cfg`), where the labels are found.
 
     Returns {"inference_config", "pdmodel", "pdiparams"[, "pdiparams.info"]}: absolute file paths.
     """
+    info = inference_config(model, cfg, "", weight_path)  # label / preprocessing errors before any file
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
@@ -109,8 +88,10 @@ def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str) -> Dict[str, st
     paddle.jit.save(static, str(prefix), input_spec=input_spec)
     model_file = next((name for name in MODEL_FILES if (out / name).is_file()), None)
     if model_file is None or not (out / PARAMS_FILE).is_file():
-        raise RuntimeError(f"paddle.jit.save wrote no model/params file in {out}: {sorted(p.name for p in out.iterdir())}")
-    write_text(out / CONFIG_FILE, yaml.safe_dump(inference_config(model, cfg, model_file), sort_keys=False))
+        written = sorted(p.name for p in out.iterdir())
+        raise RuntimeError(f"paddle.jit.save wrote no model/params file in {out}: {written}")
+    info["model_file"] = model_file
+    write_text(out / CONFIG_FILE, yaml.safe_dump(info, sort_keys=False))
     files = {"inference_config": str(out / CONFIG_FILE), "pdmodel": str(out / model_file),
              "pdiparams": str(out / PARAMS_FILE)}
     if (out / "inference.pdiparams.info").is_file():
@@ -123,21 +104,18 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     """Global.mode=export: Export.weight_path (default {output}/best_model/best_model.pdparams) ->
     Export.save_dir when the config has it, else {output}/inference."""
     from engine.models.zoo import build_model
-    from engine.models.weights import load_weights
+    from engine.models.weights import load_trained_weights
 
     output = Path(cfg.Global.output)
-    weights = Path(cfg.Export.weight_path) if cfg.Export.weight_path else output / "best_model" / "best_model.pdparams"
+    default_weights = output / "best_model" / "best_model.pdparams"
+    weights = Path(cfg.Export.weight_path) if cfg.Export.weight_path else default_weights
     if not weights.is_file():
         raise WeightsError(f"Export.weight_path {weights} does not exist; train first or set "
                            f"-o Export.weight_path=<file.pdparams>.")
     save_dir = getattr(cfg.Export, "save_dir", None) if "save_dir" in cfg.Export else None
     out_dir = Path(save_dir) if save_dir else output / "inference"
     model = build_model(cfg.Global.model, cfg.Architecture, int(cfg.Train.num_classes))
-    skipped = load_weights(model, str(weights))
-    if skipped:  # an exported model with untrained layers would predict garbage silently
-        raise WeightsError(f"{weights}: {len(skipped)} weights do not fit {cfg.Global.model} with "
-                           f"Train.num_classes={cfg.Train.num_classes} (e.g. {', '.join(skipped[:3])}); "
-                           f"set the num_classes and Architecture the model was trained with.")
-    files = export_model(model, cfg, str(out_dir))
+    load_trained_weights(model, str(weights), str(cfg.Global.model), int(cfg.Train.num_classes))
+    files = export_model(model, cfg, str(out_dir), weight_path=str(weights))
     return {"model_name": str(cfg.Global.model), "weight_path": str(weights), "save_dir": str(out_dir),
             "format_version": FORMAT_VERSION, "files": files}

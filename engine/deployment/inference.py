@@ -1,35 +1,36 @@
 """Deployment inference: run an exported model (engine.deployment.exporter) with Paddle Inference.
 
 Everything comes from the model directory: the graph, the weights and inference.yml (preprocessing, labels,
-draw threshold). No training code is imported, so this module and engine.prediction.results are all a deployment
-needs besides numpy, OpenCV and Paddle.
+draw threshold). The preprocessing is engine.data.preprocess's (the eval loader's), inputs, batching,
+thresholds and results engine.prediction.base's (the dynamic predictor's); no training code is imported, so
+a deployment needs these modules, numpy, OpenCV and Paddle.
 """
 import logging
 import os
-import tempfile
-import urllib.request
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
-import cv2
 import numpy as np
 import paddle
 import yaml
 from paddle import inference as paddle_infer
 
+from engine.data.preprocess import Preprocess
+from engine.errors import ConfigError, WeightsError
+from engine.prediction.base import BasePredictor
 from engine.runtime.device import onednn_flag
 from engine.runtime.malloc_tuning import keep_freed_memory
-from engine.errors import ConfigError, WeightsError
-from engine.prediction.results import InstanceSegResult
 
-FORMAT_VERSION = 1  # newest inference.yml format this reader understands (engine.deployment.exporter writes it)
+# newest inference.yml format this reader understands (engine.deployment.exporter writes it)
+FORMAT_VERSION = 1
 MODEL_FILES = ("inference.json", "inference.pdmodel")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 RUN_MODES = ("auto", "paddle", "mkldnn", "trt_fp32", "trt_fp16")
+# What Paddle 3.3.1 raises when a oneDNN kernel meets a zero-size tensor (softmax, scale, stack, matmul,
+# relu, conv, transpose... all alike, probed with exported graphs): a bare C++ std::exception surfacing as
+# RuntimeError with exactly this text. Paddle's own errors carry "(InvalidArgument) ..." style messages.
+ONEDNN_ZERO_SIZE_ERROR = "std::exception"
 
 logger = logging.getLogger("instseg")
-
-InputType = Union[str, os.PathLike, np.ndarray, Sequence[Any]]
 
 
 def read_inference_config(model_dir: Union[str, os.PathLike]) -> Tuple[Dict[str, Any], Path, Path]:
@@ -102,8 +103,10 @@ def build_config(model_file: Path, params: Path, device: Optional[str], cpu_thre
         config.enable_use_gpu(256, device_id)
         if run_mode.startswith("trt"):
             if not paddle_infer.get_trt_compile_version() or paddle_infer.get_trt_compile_version()[0] == 0:
-                raise ConfigError(f"run_mode {run_mode} needs a Paddle built with TensorRT; use run_mode=paddle.")
-            precision = paddle_infer.PrecisionType.Half if run_mode == "trt_fp16" else paddle_infer.PrecisionType.Float32
+                raise ConfigError(f"run_mode {run_mode} needs a Paddle built with TensorRT; use "
+                                  "run_mode=paddle.")
+            precision_type = paddle_infer.PrecisionType
+            precision = precision_type.Half if run_mode == "trt_fp16" else precision_type.Float32
             config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=1, min_subgraph_size=3,
                                           precision_mode=precision, use_static=False, use_calib_mode=False)
     else:
@@ -124,110 +127,12 @@ def build_config(model_file: Path, params: Path, device: Optional[str], cpu_thre
     return config
 
 
-class Preprocessor:
-    """inference.yml's Preprocess ops on BGR uint8 images -> the graph's (image, im_shape, scale_factor)."""
-
-    def __init__(self, ops: List[Dict[str, Any]]) -> None:
-        by_type = {op["type"]: op for op in ops}
-        unknown = set(by_type) - {"Resize", "NormalizeImage", "Permute", "PadStride"}
-        if unknown:
-            raise ConfigError(f"inference.yml has preprocessing ops this version cannot run: {sorted(unknown)}")
-        self.resize = by_type.get("Resize")
-        norm = by_type.get("NormalizeImage")
-        self.mean = np.asarray(norm["mean"], np.float32) if norm else np.zeros(3, np.float32)
-        self.std = np.asarray(norm["std"], np.float32) if norm else np.ones(3, np.float32)
-        self.is_scale = bool(norm.get("is_scale", True)) if norm else False
-        self.stride = int(by_type.get("PadStride", {}).get("stride", 0))
-
-    def one(self, bgr: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(CHW float32 image, im_shape (h, w), scale_factor (h, w)) of one image."""
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        h, w = rgb.shape[:2]
-        sy = sx = 1.0
-        if self.resize:
-            short, long_ = self.resize["target_size"]
-            interp = int(self.resize.get("interp", cv2.INTER_LINEAR))
-            if self.resize.get("keep_ratio", True):
-                sy = sx = min(short / min(h, w), long_ / max(h, w))
-            else:
-                sy, sx = short / h, long_ / w
-            rgb = cv2.resize(rgb, None, None, fx=sx, fy=sy, interpolation=interp)
-        scale = np.float32(1.0 / 255.0) if self.is_scale else np.float32(1.0)
-        img = (rgb.astype(np.float32) * scale - self.mean) / self.std
-        return (img.transpose(2, 0, 1), np.asarray(img.shape[:2], np.float32),
-                np.asarray([sy, sx], np.float32))
-
-    def batch(self, images: List[np.ndarray]) -> Dict[str, np.ndarray]:
-        """Inputs of the graph for a list of BGR images: zero-padded bottom/right to a common size."""
-        items = [self.one(im) for im in images]
-        hs = max(it[0].shape[1] for it in items)
-        ws = max(it[0].shape[2] for it in items)
-        if self.stride > 0:
-            hs = -(-hs // self.stride) * self.stride
-            ws = -(-ws // self.stride) * self.stride
-        image = np.zeros((len(items), 3, hs, ws), np.float32)
-        for i, (img, _, _) in enumerate(items):
-            image[i, :, :img.shape[1], :img.shape[2]] = img
-        return {"image": image, "im_shape": np.stack([it[1] for it in items]),
-                "scale_factor": np.stack([it[2] for it in items])}
+def is_onednn_rejection(exc: BaseException) -> bool:
+    """True for the error Paddle 3.3.1's oneDNN kernels raise on zero-size tensors (nothing else)."""
+    return type(exc) is RuntimeError and str(exc).strip() == ONEDNN_ZERO_SIZE_ERROR
 
 
-def _read_image(path: str) -> np.ndarray:
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise ConfigError(f"Cannot read image {path}.")
-    return img
-
-
-def _download(url: str) -> str:
-    cache = Path(tempfile.gettempdir()) / "instseg_inputs"
-    cache.mkdir(parents=True, exist_ok=True)
-    target = cache / (Path(url.split("?")[0]).name or "image.jpg")
-    try:
-        urllib.request.urlretrieve(url, target)
-    except OSError as exc:
-        raise ConfigError(f"Cannot download input {url}: {exc}") from exc
-    return str(target)
-
-
-def iter_inputs(inputs: InputType) -> Iterator[Tuple[Optional[str], np.ndarray]]:
-    """(path or None, BGR image) for a numpy image, an image path, a directory (sorted, recursive), a
-    URL, or a list of these."""
-    if isinstance(inputs, np.ndarray):
-        img = inputs if inputs.ndim == 3 else cv2.cvtColor(inputs, cv2.COLOR_GRAY2BGR)
-        yield None, img[:, :, :3]
-        return
-    if isinstance(inputs, (list, tuple)):
-        for item in inputs:
-            yield from iter_inputs(item)
-        return
-    text = str(inputs)
-    if text.startswith(("http://", "https://")):
-        yield text, _read_image(_download(text))
-        return
-    path = Path(text)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        for p in files:
-            yield str(p), _read_image(str(p))
-        return
-    if not path.is_file():
-        raise ConfigError(f"Input {text} does not exist.")
-    yield str(path), _read_image(str(path))
-
-
-def _batches(items: Iterable[Tuple[Optional[str], np.ndarray]], size: int) -> Iterator[List]:
-    batch: List = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-class DeployPredictor:
+class DeployPredictor(BasePredictor):
     """Predictions of an exported model directory (inference.yml + graph + params).
 
     Args:
@@ -248,7 +153,8 @@ class DeployPredictor:
         self.model_name = self.info.get("model_name")
         self.labels: List[str] = [str(x) for x in self.info["label_list"]]
         self.threshold = threshold
-        self.preprocessor = Preprocessor(self.info["Preprocess"])
+        self.preprocessor = Preprocess.from_ops(self.info["Preprocess"],
+                                                str(self.model_dir / "inference.yml"))
         self.output_names = list(self.info.get("outputs", ["bbox", "bbox_num", "mask"]))
         self._build = (model_file, params, device, cpu_threads)
         if _device(device)[0] == "cpu":
@@ -257,26 +163,26 @@ class DeployPredictor:
         self.predictor = self._create(self.run_mode)
         self._fallback: Any = None  # Paddle-kernel predictor for batches oneDNN cannot run
 
-    def _threshold(self, threshold: Optional[float]) -> float:
-        for value in (threshold, self.threshold, self.info.get("draw_threshold")):
-            if value is not None:
-                return float(value)
-        return 0.5
+    def default_threshold(self) -> Optional[float]:
+        """inference.yml's draw_threshold."""
+        value = self.info.get("draw_threshold")
+        return None if value is None else float(value)
 
     def raw(self, images: List[np.ndarray]) -> Dict[str, np.ndarray]:
         """The graph's outputs for BGR images: bbox [K, 6], bbox_num [N], mask [K, Hm, Wm]."""
         feeds = self.preprocessor.batch(images)
         try:
             predictor = self._run(self.predictor, self.run_mode, feeds)
-        except (NotImplementedError, RuntimeError) as exc:
-            if self.run_mode != "mkldnn" or _device(self._build[2])[0] != "cpu":
+        except RuntimeError as exc:
+            on_cpu_onednn = self.run_mode == "mkldnn" and _device(self._build[2])[0] == "cpu"
+            if not (on_cpu_onednn and is_onednn_rejection(exc)):
                 raise
             # Paddle 3.3's oneDNN kernels reject zero-size tensors (which exported R-CNN graphs avoid, but
             # another graph may make): run this batch on Paddle's own CPU kernels, which run every op;
             # later batches try oneDNN again.
             if self._fallback is None:
-                logger.info("oneDNN could not run a batch (%s); such batches run on Paddle's native CPU "
-                            "kernels.", str(exc).splitlines()[0][:200])
+                logger.warning("oneDNN could not run a batch of %s (a zero-size tensor: %r); such batches "
+                               "run on Paddle's own CPU kernels (slower).", self.model_dir, str(exc)[:200])
                 self._fallback = self._create("paddle")
             predictor = self._run(self._fallback, "paddle", feeds)
         outs = [predictor.get_output_handle(n).copy_to_cpu() for n in predictor.get_output_names()]
@@ -293,30 +199,3 @@ class DeployPredictor:
         with onednn_flag(run_mode == "mkldnn"):
             predictor.run()
         return predictor
-
-    def predict(self, input: InputType, batch_size: int = 1,
-                threshold: Optional[float] = None) -> Iterator[InstanceSegResult]:
-        """Yield one InstanceSegResult per image (threshold: this call > constructor > inference.yml)."""
-        if int(batch_size) < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
-        thr = self._threshold(threshold)
-        for batch in _batches(iter_inputs(input), int(batch_size)):
-            out = self.raw([img for _, img in batch])
-            ends = np.cumsum(out["bbox_num"].astype(np.int64))
-            starts = ends - out["bbox_num"]
-            for (path, img), lo, hi in zip(batch, starts, ends):
-                yield self._result(path, img, out["bbox"][lo:hi], out["mask"][lo:hi], thr)
-
-    def _result(self, path: Optional[str], img: np.ndarray, bbox: np.ndarray, masks: np.ndarray,
-                thr: float) -> InstanceSegResult:
-        h, w = img.shape[:2]
-        keep = (bbox[:, 1] > thr) & (bbox[:, 0] >= 0)
-        bbox = bbox[keep]
-        coords = np.clip(bbox[:, 2:6], 0, [w, h, w, h]).astype(np.float32)
-        masks = masks[keep][:, :h, :w].astype(np.uint8)
-        cls_ids = bbox[:, 0].astype(np.int64)
-        boxes = [{"cls_id": int(c), "label": self.labels[c] if c < len(self.labels) else str(c),
-                  "score": float(s), "coordinate": [float(v) for v in box]}
-                 for c, s, box in zip(cls_ids, bbox[:, 1], coords)]
-        return InstanceSegResult({"input_path": path, "page_index": None, "input_img": img,
-                                  "boxes": boxes, "masks": list(masks)})

@@ -5,6 +5,7 @@ pycocotools' COCOeval run directly):
 - ``pycocotools``: pycocotools' COCOeval, the reference.
 - ``fast``: faster-coco-eval's C++ evaluate/accumulate (``COCOeval_faster``), when that package is
   installed; otherwise pycocotools with a warning (same numbers, reference speed).
+The output's ``backend`` says which one ran.
 """
 import contextlib
 import copy
@@ -96,8 +97,9 @@ def evaluate_coco(
     """Evaluate COCO-format results against ground truth.
 
     Returns ``{iou_type: {"stats": [12 floats], <STAT_NAMES>: float}, "per_class_AP": {iou_type:
-    {label: ap}}}``. Labels are the category names (or ``label_names`` in ascending category-id
-    order). With no results every stat is 0.0 (pycocotools cannot load an empty result list).
+    {label: ap}}, "backend": the backend that ran}`` (``pycocotools`` where ``fast`` is asked for but
+    faster-coco-eval is not installed). Labels are the category names (or ``label_names`` in ascending
+    category-id order). With no results every stat is 0.0 (pycocotools cannot load an empty result list).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"Evaluate.backend={backend!r} is not one of {list(BACKENDS)}")
@@ -111,7 +113,7 @@ def evaluate_coco(
     use_fast = backend == "fast" and _fast_available()
     if backend == "fast" and not use_fast:
         log.warning("Evaluate.backend=fast needs faster-coco-eval; using pycocotools (same numbers)")
-    out: Dict[str, Any] = {"per_class_AP": {}}
+    out: Dict[str, Any] = {"per_class_AP": {}, "backend": "fast" if use_fast else "pycocotools"}
     for t in iou_types:
         if not results:
             stats = np.zeros(12)

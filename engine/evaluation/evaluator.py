@@ -1,6 +1,7 @@
 """Evaluation: run a model over the val loader, turn its outputs into COCO results, compute COCO AP.
 
-``run(cfg)`` is ``Global.mode=evaluate``; ``evaluate_model`` is what the trainer calls after epochs.
+``run(cfg)`` is ``Global.mode=evaluate``; ``evaluate_model`` is what the trainer calls after epochs. Under
+paddle.distributed.launch each rank predicts its share of the val set and rank 0 scores them all.
 Masks become compressed RLE right after each batch (one pycocotools call per image for all its
 instances), so memory holds RLEs, never a whole val set of bitmaps.
 """
@@ -13,7 +14,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from engine.evaluation.coco_metrics import STAT_NAMES, evaluate_coco, load_gt, summary_lines
-from engine.errors import DatasetError, WeightsError
+from engine.errors import DatasetError
 
 log = logging.getLogger("instseg")
 
@@ -31,7 +32,8 @@ def _gt_of(dataset: Any) -> COCO:
         path = getattr(dataset, attr, None)
         if path:
             return load_gt(str(path))
-    raise DatasetError("the evaluation dataset exposes neither a pycocotools `coco` nor an annotation file path")
+    raise DatasetError("the evaluation dataset exposes neither a pycocotools `coco` nor an annotation "
+                       "file path")
 
 
 def batch_to_coco(
@@ -62,26 +64,32 @@ def batch_to_coco(
         for c, box, s, rle in zip(cat, xywh, scores, rles):
             r: Dict[str, Any] = {"image_id": image_id, "category_id": int(c), "bbox": box, "score": s}
             if rle is not None:
-                r["segmentation"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+                r["segmentation"] = {"size": [int(v) for v in rle["size"]],
+                                     "counts": rle["counts"].decode("ascii")}
             results.append(r)
     return results
 
 
-def collect_results(model: Any, loader: Any, cat_ids: Sequence[int]) -> Tuple[List[Dict[str, Any]], bool]:
-    """Predictions over ``loader`` as COCO results; also whether the model produced masks."""
+def collect_results(model: Any, loader: Any, cat_ids: Sequence[int],
+                    log_interval: int = 0) -> Tuple[List[Dict[str, Any]], bool]:
+    """Predictions over ``loader`` as COCO results; also whether the model produced masks. Progress is
+    logged every ``log_interval`` batches (0: never)."""
     import paddle
 
     was_training = bool(getattr(model, "training", False))
     model.eval()
     results: List[Dict[str, Any]] = []
     has_mask = False
+    total = len(loader) if hasattr(loader, "__len__") else "?"
     try:
         with paddle.no_grad():
-            for batch in loader:
+            for it, batch in enumerate(loader, start=1):
                 out = model.predict(batch)
                 has_mask = has_mask or out.get("mask") is not None
                 results.extend(batch_to_coco(out, _numpy(batch["im_id"]).reshape(-1),
                                              _numpy(batch["ori_shape"]).reshape(-1, 2), cat_ids))
+                if log_interval > 0 and (it % log_interval == 0 or it == total):
+                    log.info("Eval iter %d/%s: %d detections so far", it, total, len(results))
     finally:
         if was_training:
             model.train()
@@ -90,8 +98,9 @@ def collect_results(model: Any, loader: Any, cat_ids: Sequence[int]) -> Tuple[Li
 
 def flatten_metrics(coco: Dict[str, Any]) -> Dict[str, Any]:
     """evaluate_coco's output as the evaluate_result metrics: mask stats unprefixed (``AP`` is mask AP,
-    as in PaddleX), box stats prefixed ``bbox_``, and ``per_class_mask_AP``."""
-    metrics: Dict[str, Any] = {}
+    as in PaddleX), box stats prefixed ``bbox_``, ``per_class_mask_AP``, and ``eval_backend`` (the COCO
+    backend that ran)."""
+    metrics: Dict[str, Any] = {"eval_backend": coco["backend"]}
     if "segm" in coco:
         metrics.update({n: coco["segm"][n] for n in STAT_NAMES})
     if "bbox" in coco:
@@ -103,17 +112,43 @@ def flatten_metrics(coco: Dict[str, Any]) -> Dict[str, Any]:
     return metrics
 
 
-def evaluate_model(model: Any, loader: Any, dataset: Any = None, backend: str = "pycocotools") -> Dict[str, Any]:
-    """COCO box and mask metrics of ``model`` on ``loader`` (``dataset`` default: ``loader.dataset``)."""
+def gather_results(results: List[Dict[str, Any]], has_mask: bool
+                   ) -> Optional[Tuple[List[Dict[str, Any]], bool]]:
+    """Data-parallel: every rank's results on rank 0, ordered by image id (each rank evaluated a disjoint
+    share of the images, engine.data.loader), None on the other ranks; unchanged in a single process."""
+    from engine.runtime import distributed as dist
+
+    if dist.world_size() <= 1:
+        return results, has_mask
+    parts = dist.all_gather_object((results, has_mask))
+    if not dist.is_main():
+        return None
+    merged = [r for part, _ in parts for r in part]
+    merged.sort(key=lambda r: r["image_id"])  # stable: an image's detections keep their order
+    return merged, any(mask for _, mask in parts)
+
+
+def evaluate_model(model: Any, loader: Any, dataset: Any = None, backend: str = "pycocotools",
+                   log_interval: int = 0) -> Optional[Dict[str, Any]]:
+    """COCO box and mask metrics of ``model`` on ``loader`` (``dataset`` default: ``loader.dataset``);
+    ``backend`` and ``log_interval`` as Evaluate.backend / Evaluate.log_interval.
+
+    Data-parallel, ``loader`` holds this rank's share of the images and every rank must call this: rank 0
+    returns the metrics over all shares, the other ranks None."""
     dataset = dataset if dataset is not None else loader.dataset
     gt = _gt_of(dataset)
     cat_ids = list(getattr(dataset, "cat_ids", None) or sorted(gt.getCatIds()))
     labels = list(getattr(dataset, "label_names", None) or [gt.cats[c]["name"] for c in cat_ids])
-    results, has_mask = collect_results(model, loader, cat_ids)
+    results, has_mask = collect_results(model, loader, cat_ids, log_interval)
+    gathered = gather_results(results, has_mask)
+    if gathered is None:
+        return None
+    results, has_mask = gathered
     iou_types = ("bbox", "segm") if has_mask else ("bbox",)
     coco = evaluate_coco(gt, results, iou_types, backend=backend, label_names=labels)
     for t in iou_types:
-        log.info("COCO %s (%d detections):\n%s", t, len(results), "\n".join(summary_lines(coco[t]["stats"], t)))
+        log.info("COCO %s (%d detections, %s backend):\n%s", t, len(results), coco["backend"],
+                 "\n".join(summary_lines(coco[t]["stats"], t)))
     return flatten_metrics(coco)
 
 
@@ -122,16 +157,15 @@ def run(cfg: Any) -> Dict[str, Any]:
     from engine.data.loader import build_loader
     from engine.runtime.device import setup_device
     from engine.models.zoo import build_model
-    from engine.models.weights import load_weights
+    from engine.models.weights import load_trained_weights
 
     setup_device(cfg)
-    weight_path = cfg.Evaluate.weight_path or str(Path(cfg.Global.output) / "best_model" / "best_model.pdparams")
+    default_weights = Path(cfg.Global.output) / "best_model" / "best_model.pdparams"
+    weight_path = cfg.Evaluate.weight_path or str(default_weights)
     model = build_model(cfg.Global.model, cfg.Architecture, int(cfg.Train.num_classes))
-    skipped = load_weights(model, weight_path)
-    if skipped:  # layers left untrained would give a meaningless AP
-        raise WeightsError(f"{weight_path}: {len(skipped)} weights do not fit {cfg.Global.model} with "
-                           f"Train.num_classes={cfg.Train.num_classes} (e.g. {', '.join(skipped[:3])}).")
+    load_trained_weights(model, weight_path, str(cfg.Global.model), int(cfg.Train.num_classes))
     built = build_loader(cfg, "val")
     loader, dataset = built if isinstance(built, tuple) else (built, built.dataset)
-    metrics = evaluate_model(model, loader, dataset, backend=str(cfg.Evaluate.backend))
-    return {"metrics": metrics, "weight_path": str(weight_path)}
+    metrics = evaluate_model(model, loader, dataset, backend=str(cfg.Evaluate.backend),
+                             log_interval=int(cfg.Evaluate.log_interval))
+    return {"metrics": metrics, "weight_path": str(weight_path)}  # metrics None on ranks > 0 (no file)

@@ -70,6 +70,22 @@ def load_weights(model: nn.Layer, path: Union[str, os.PathLike],
     return skipped
 
 
+def load_trained_weights(model: nn.Layer, path: Union[str, os.PathLike], model_name: str,
+                         num_classes: int) -> None:
+    """Load the weights of a trained model (evaluate, predict, export), which must fill every layer:
+    an entry skipped for its shape (another num_classes or Architecture) is an error, since layers left
+    as initialised would give meaningless results silently.
+
+    Raises:
+        WeightsError: as `load_weights`, or some entries do not fit `model_name` with `num_classes`.
+    """
+    skipped = load_weights(model, path)
+    if skipped:
+        raise WeightsError(f"{path}: {len(skipped)} weights do not fit {model_name} with "
+                           f"Train.num_classes={num_classes} (e.g. {', '.join(skipped[:3])}); set the "
+                           "num_classes and Architecture the model was trained with.")
+
+
 def _resolve(path: Union[str, os.PathLike]) -> Path:
     text = str(path)
     if text.startswith(("http://", "https://")):

@@ -4,7 +4,6 @@ A name fixes a model's identity (depth, vd variant, ResNeXt groups / width, FPN 
 backbone learning-rate multipliers); `arch` (the config's `Architecture` section) holds the knobs
 a user may tune. Names and families are defined once in `engine/config/model_names.py`.
 """
-import difflib
 from dataclasses import is_dataclass
 from functools import partial
 from typing import Any, Callable, Dict
@@ -14,9 +13,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config.architectures import FAMILY_ARCHITECTURES
 from ..config.model_names import MODEL_FAMILIES
+from ..config.suggest import model_name_hint
 from ..errors import ConfigError, ModeNotAvailableError
 from .detectors.cascade_mask_rcnn import build_cascade_mask_rcnn
 from .detectors.mask_rcnn import build_mask_rcnn
+from .detectors.solov2 import build_solov2
+from .detectors.ppyoloe_seg import build_ppyoloe_seg
+from .detectors.mask_rt_detr import build_mask_rt_detr
 
 MODELS: Dict[str, Callable[..., nn.Layer]] = {
     "MaskRCNN-ResNet50": partial(build_mask_rcnn, depth=50, fpn=False),
@@ -28,6 +31,13 @@ MODELS: Dict[str, Callable[..., nn.Layer]] = {
     "Cascade-MaskRCNN-ResNet50-FPN": partial(build_cascade_mask_rcnn, depth=50),
     "Cascade-MaskRCNN-ResNet50-vd-SSLDv2-FPN": partial(build_cascade_mask_rcnn, depth=50, variant="d",
                                                        lr_mult_list=(0.05, 0.05, 0.1, 0.15)),
+    "SOLOv2": partial(build_solov2, depth=50),
+    "PP-YOLOE_seg-S": build_ppyoloe_seg,
+    "Mask-RT-DETR-S": partial(build_mask_rt_detr, size="S"),
+    "Mask-RT-DETR-M": partial(build_mask_rt_detr, size="M"),
+    "Mask-RT-DETR-L": partial(build_mask_rt_detr, size="L"),
+    "Mask-RT-DETR-X": partial(build_mask_rt_detr, size="X"),
+    "Mask-RT-DETR-H": partial(build_mask_rt_detr, size="H"),
 }
 
 
@@ -43,10 +53,7 @@ def build_model(name: str, arch: Any, num_classes: int) -> nn.Layer:
         ModeNotAvailableError: a known name whose family is not built yet.
     """
     if name not in MODEL_FAMILIES:
-        close = difflib.get_close_matches(name, list(MODEL_FAMILIES), n=3, cutoff=0.5)
-        hint = (f" Did you mean {' or '.join(close)}?" if close
-                else f" Known models: {', '.join(MODEL_FAMILIES)}.")
-        raise ConfigError(f"Unknown model {name!r} (Global.model).{hint}")
+        raise ConfigError(f"Unknown model {name!r} (Global.model).{model_name_hint(name)}")
     if name not in MODELS:
         built = ", ".join(MODELS)
         raise ModeNotAvailableError(f"Model {name!r} ({MODEL_FAMILIES[name]} family) is not available in "

@@ -82,6 +82,16 @@ class InstanceSegResult:
         if self._suffix not in IMAGE_SUFFIXES:
             self._suffix = ".png"
 
+    @property
+    def stem(self) -> str:
+        """File-name stem of saved files: the input's, or a time-and-random one for arrays."""
+        return self._stem
+
+    @property
+    def image_suffix(self) -> str:
+        """Suffix `save_to_img` uses for a directory: the input's image suffix, else `.png`."""
+        return self._suffix
+
     def _plain(self, masks: Any) -> Dict[str, Any]:
         return {
             "input_path": self.input_path,
@@ -135,7 +145,8 @@ class InstanceSegResult:
             ty = y1 - th - 2 if y1 - th - 2 >= 0 else y1
             draw.rectangle([x1, ty, x1 + (tx2 - tx1) + 2, ty + th + 2], fill=colour)
             luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-            draw.text((x1 + 1, ty - (ty1 - y1)), text, fill=(0, 0, 0) if luminance > 128 else (255, 255, 255), font=font)
+            ink = (0, 0, 0) if luminance > 128 else (255, 255, 255)
+            draw.text((x1 + 1, ty - (ty1 - y1)), text, fill=ink, font=font)
         return np.asarray(img)
 
     @property

@@ -6,7 +6,8 @@ Layout (epochs counted from 1: `epoch_3` holds the state after 3 complete epochs
 {output}/epoch_<n>/epoch_<n>.pdparams   weights to evaluate / export (the EMA weights when EMA is on)
                    epoch_<n>.pdema      with EMA only: the raw training weights (ppdet's swapped convention)
                    epoch_<n>.pdopt      optimizer state + LR schedule (`LR_Scheduler`), `last_epoch`
-                   epoch_<n>.pdstates   {metric, epoch, step, best_score, best_epoch, RNG states, ...}
+                   epoch_<n>.pdstates   JSON {format, metric, epoch, step, best_score, best_epoch, RNG states,
+                                        ...}: plain data only (engine.training.rng_state), no pickle
 {output}/interrupted/interrupted.*      written on SIGTERM, mid-epoch (`iter_in_epoch` > 0)
 {output}/best_model/best_model.*        the evaluated epoch with the highest mask AP (same files)
 ```
@@ -19,25 +20,26 @@ Optimizer accumulators are stored under the structured parameter names (`backbon
 rather than Paddle's process-global generated names, so a resumed process that created its layers in
 another order still gets the right state.
 """
-import base64
+import io
+import json
 import logging
 import os
 import pickle
-import random
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
 import paddle
 
 from engine.errors import WeightsError
 
 logger = logging.getLogger("instseg")
 
-FORMAT = "instseg-checkpoint-1"
+FORMAT = "instseg-checkpoint-2"  # .pdstates is JSON
+LEGACY_FORMAT = "instseg-checkpoint-1"  # .pdstates was a paddle.save'd dict with base64-pickled RNG states
+_LEGACY_PICKLED = ("rng", "rng_epoch_start", "grad_scaler")  # never unpickled: dropped when read
 BEST = "best_model"
 INTERRUPTED = "interrupted"
 _EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
@@ -70,6 +72,14 @@ def _write_file(obj: Any, path: Path) -> None:
     """Serialise `obj` with paddle.save and flush it to disk."""
     paddle.save(obj, str(path))
     with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _write_states(states: Dict[str, Any], path: Path) -> None:
+    """Write the training state as JSON (plain data: reading it back runs no code) and flush it."""
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(states, fh)
+        fh.flush()
         os.fsync(fh.fileno())
 
 
@@ -116,7 +126,7 @@ def save_checkpoint(output: Path, name: str, model_state: Dict[str, Any], optimi
     if ema_state is not None:
         _write_file(model_state, tmp / f"{name}.pdema")
     _write_file(optimizer_state, tmp / f"{name}.pdopt")
-    _write_file({"format": FORMAT, **states}, tmp / f"{name}.pdstates")
+    _write_states({"format": FORMAT, **states}, tmp / f"{name}.pdstates")
     _fsync_dir(tmp)
     _commit_dir(tmp, output / name)
     return output / name / f"{name}.pdparams"
@@ -176,45 +186,41 @@ def load_optimizer_state(optimizer: paddle.optimizer.Optimizer, model: paddle.nn
     optimizer.set_state_dict(_rename_keys(state, inverse))
 
 
-# ------------------------------------------------------------------------------------------------- RNG
-def capture_rng() -> Dict[str, Any]:
-    """This process's random states: Python, NumPy, Paddle CPU (and CUDA when present)."""
-    state: Dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "paddle": paddle.get_rng_state(device="cpu"),
-    }
-    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
-        state["cuda"] = paddle.get_cuda_rng_state()
-    return state
-
-
-def restore_rng(state: Dict[str, Any], paddle_only: bool = False) -> None:
-    """Inverse of `capture_rng`; `paddle_only` leaves Python's and NumPy's global streams alone."""
-    if not paddle_only:
-        random.setstate(state["python"])
-        np.random.set_state(state["numpy"])
-    paddle.set_rng_state(state["paddle"], device="cpu")
-    if "cuda" in state and paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
-        paddle.set_cuda_rng_state(state["cuda"])
-
-
-def pack(obj: Any) -> str:
-    """Pickle `obj` into a string (paddle.save stores strings, not bytes or Paddle generator states)."""
-    return base64.b64encode(pickle.dumps(obj)).decode("ascii")
-
-
-def unpack(text: str) -> Any:
-    """Inverse of `pack`."""
-    return pickle.loads(base64.b64decode(text.encode("ascii")))
-
-
 # ------------------------------------------------------------------------------------------------ reading
 def _load(path: Path) -> Any:
     try:
         return paddle.load(str(path))
     except Exception as exc:  # paddle raises assorted types for a truncated or foreign file
         raise WeightsError(f"Cannot read checkpoint file {path}: {exc}") from exc
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Reads pickles of plain containers, numbers and strings only: any class or function reference (the
+    way a pickle runs code) is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_states(path: Path) -> Dict[str, Any]:
+    """A `.pdstates` file: JSON, or an older InstSeg's paddle.save'd dict read without running code (its
+    pickled RNG / scaler states are dropped, `legacy: True` is set). Raises WeightsError otherwise."""
+    data = path.read_bytes()
+    try:
+        if data.lstrip()[:1] == b"{":
+            states = json.loads(data.decode("utf-8"))
+        else:
+            states = _PlainUnpickler(io.BytesIO(data)).load()
+            if isinstance(states, dict) and states.get("format") == LEGACY_FORMAT:
+                states = {k: v for k, v in states.items() if k not in _LEGACY_PICKLED}
+                states["legacy"] = True
+    except (ValueError, pickle.UnpicklingError, EOFError, TypeError) as exc:
+        raise WeightsError(f"{path} is not an InstSeg training state ({exc}), so the run cannot resume "
+                           "from it; use Train.pretrain_weight_path to start from its weights.") from exc
+    if not isinstance(states, dict) or states.get("format") not in (FORMAT, LEGACY_FORMAT):
+        raise WeightsError(f"{path} is not an InstSeg training state, so the run cannot resume exactly; use "
+                           "Train.pretrain_weight_path to start from its weights.")
+    return states
 
 
 def load_checkpoint(pdparams: Path) -> Checkpoint:
@@ -228,10 +234,7 @@ def load_checkpoint(pdparams: Path) -> Checkpoint:
     if missing:
         raise WeightsError(f"Checkpoint {pdparams} is incomplete: missing {', '.join(missing)}. "
                            "Resume needs the .pdparams, .pdopt and .pdstates of one checkpoint.")
-    states = _load(stem.with_suffix(".pdstates"))
-    if not isinstance(states, dict) or states.get("format") != FORMAT:
-        raise WeightsError(f"{stem.with_suffix('.pdstates')} is not an InstSeg training state, so the run "
-                           "cannot resume exactly; use Train.pretrain_weight_path to start from its weights.")
+    states = _read_states(stem.with_suffix(".pdstates"))
     weights = _load(pdparams)
     pdema = stem.with_suffix(".pdema")
     if pdema.is_file():
@@ -245,10 +248,9 @@ def read_states(ckpt_dir: Path) -> Optional[Dict[str, Any]]:
     if not path.is_file():
         return None
     try:
-        states = paddle.load(str(path))
-    except Exception:  # an unreadable state means "not a usable checkpoint", reported by the caller
+        return _read_states(path)
+    except (WeightsError, OSError):  # unreadable: "not a usable checkpoint", reported by the caller
         return None
-    return states if isinstance(states, dict) and states.get("format") == FORMAT else None
 
 
 def epoch_checkpoints(output: Path) -> List[Tuple[int, Path]]:

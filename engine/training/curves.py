@@ -1,4 +1,5 @@
-"""A PNG of the training curves (matplotlib Agg): losses per logged step (left), val AP per evaluation (right)."""
+"""A PNG of the training curves (matplotlib Agg): losses per logged step (left), val AP per evaluation
+(right)."""
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -31,7 +32,8 @@ def plot_curves(records: List[Dict[str, Any]], path: Path) -> Dict[str, Series]:
     ax_loss, ax_ap = fig.subplots(1, 2)
     plotted: Dict[str, Series] = {}
     steps, total = plotted["loss"] = _series(records, "train", "step", "loss")
-    ax_loss.plot(steps, total, label="loss", linewidth=2, color="black", marker="." if len(steps) < 50 else None)
+    ax_loss.plot(steps, total, label="loss", linewidth=2, color="black",
+                 marker="." if len(steps) < 50 else None)
     for key in loss_keys:
         xs, ys = plotted[key] = _series(records, "train", "step", key)
         ax_loss.plot(xs, ys, label=key, linewidth=1)

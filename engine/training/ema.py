@@ -4,7 +4,9 @@ After optimizer step t (0-based) every floating-point state entry (parameters an
 as `ema = d * ema + (1 - d) * w` with `d = min(decay, (1 + t) / (10 + t))`, ppdet's warm-up of the decay.
 Departure from ppdet: the average starts from the model's weights instead of zeros, so it needs no bias
 correction when applied; the stored average is then directly the weights to evaluate and export, and
-`state_dict()` + `step` are all a resumed run needs to continue it exactly. Integer entries are copied.
+`state_dict()` + `step` are all a resumed run needs to continue it exactly. Integer entries are copied,
+and so are frozen parameters (`stop_gradient`, e.g. PP-YOLOE's fixed projection conv, which ppdet's
+`ema_black_list` names): averaging a constant would only add rounding.
 """
 from contextlib import contextmanager
 from typing import Dict, Iterator
@@ -22,6 +24,7 @@ class ModelEMA:
         self.step = 0
         self._state: Dict[str, paddle.Tensor] = {
             k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._frozen = {k for k, p in model.named_parameters() if p.stop_gradient}
 
     def current_decay(self) -> float:
         """The decay the next `update` uses."""
@@ -33,7 +36,7 @@ class ModelEMA:
         d = self.current_decay()
         for k, v in model.state_dict().items():
             ema = self._state[k]
-            if paddle.is_floating_point(ema):
+            if paddle.is_floating_point(ema) and k not in self._frozen:
                 self._state[k] = ema * d + v.detach().astype(ema.dtype) * (1.0 - d)
             else:
                 self._state[k] = v.detach().clone()

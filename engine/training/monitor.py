@@ -50,7 +50,8 @@ def format_seconds(seconds: float) -> str:
 class TrainMonitor:
     """Reports one training run; see the module docstring."""
 
-    def __init__(self, out: Path, epochs: int, steps_per_epoch: int, log_interval: int, enabled: bool) -> None:
+    def __init__(self, out: Path, epochs: int, steps_per_epoch: int, log_interval: int,
+                 enabled: bool) -> None:
         self.out = Path(out)
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
@@ -131,7 +132,8 @@ class TrainMonitor:
         """Record an evaluation and redraw the curves."""
         if not self.enabled:
             return
-        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        scalars = {k: v for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.metrics.append({"type": "eval", "epoch": epoch, "step": step, **scalars})
         if self.vdl is not None:
             for k, v in scalars.items():

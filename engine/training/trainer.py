@@ -9,15 +9,16 @@ training); file layout in engine.training.checkpoint.
 
 An epoch ends with, in order: evaluation (every `eval_interval` epochs and after the last), best_model (when
 the mask AP is >= the best so far, as PaddleX), the epoch checkpoint (every `save_interval` epochs and after
-the last), pruning, logs. Evaluation runs on rank 0 over the whole val set, so AP is computed once on every
-image; it uses the EMA weights when EMA is on and leaves every random stream as it found it.
+the last), pruning, logs. Data-parallel: each rank evaluates its val share, rank 0 scores them all; the others
+wait in `dist.barrier()` while rank 0 writes, not for its final export (docs/ENGINE.md). Evaluation uses the
+EMA weights when EMA is on and leaves every random stream as it found it.
 
 Resume: `Train.resume_path` (a checkpoint's .pdparams) or `Train.auto_resume` (the most advanced complete
 checkpoint in Global.output) restore weights, optimizer, LR schedule, EMA, AMP scaler, epoch, step, best
 score and every rank's Python/NumPy/Paddle random states, so the run continues as if never stopped (data
 order and augmentation included, given the same config and number of ranks, and models that draw their
 randomness from Paddle: see docs/ENGINE.md). SIGTERM writes a checkpoint at the next step (mid-epoch:
-`interrupted/`, whose resume replays the epoch's data order up to that step) and raises
+`interrupted/`, whose resume skips the epoch's trained batches without loading them) and raises
 `TrainingInterrupted` (exit code 143).
 """
 import logging
@@ -34,8 +35,10 @@ import paddle
 from omegaconf import DictConfig, OmegaConf
 
 from engine.training import checkpoint as ckpt
+from engine.training import rng_state
 from engine.runtime import distributed as dist
 from engine.runtime.atomic_io import write_json, write_text
+from engine.runtime.device import setup_device
 from engine.training.ema import ModelEMA
 from engine.errors import DatasetError, InstSegError, ModeNotAvailableError, WeightsError
 from engine.training.optim import ScheduledLR, build_optimizer, build_schedule
@@ -63,11 +66,13 @@ class TrainHooks:
 
     build_model: Callable[[DictConfig], paddle.nn.Layer]
     build_loader: Callable[[DictConfig, str], Tuple[Any, Any]]  # (loader, dataset) of split "train"/"val"
-    evaluate: Callable[[paddle.nn.Layer, Any, Any], Dict[str, Any]]  # -> metrics with mask "AP"
+    # called on every rank with its val share; -> metrics with mask "AP" on rank 0, None on the others
+    evaluate: Callable[[paddle.nn.Layer, Any, Any], Optional[Dict[str, Any]]]
 
 
-def default_hooks() -> TrainHooks:
-    """The engine's model zoo, data loader and evaluator (imported only when training starts)."""
+def default_hooks(cfg: DictConfig) -> TrainHooks:
+    """The engine's model zoo, data loader and evaluator (imported only when training starts); evaluations
+    follow `cfg.Evaluate` (backend, log_interval)."""
 
     def build_model(cfg: DictConfig) -> paddle.nn.Layer:
         from engine.models.zoo import build_model as zoo_build
@@ -82,10 +87,11 @@ def default_hooks() -> TrainHooks:
             return built[0], built[1]
         return built, getattr(built, "dataset", None)
 
-    def evaluate(model: paddle.nn.Layer, loader: Any, dataset: Any) -> Dict[str, Any]:
+    def evaluate(model: paddle.nn.Layer, loader: Any, dataset: Any) -> Optional[Dict[str, Any]]:
         from engine.evaluation.evaluator import evaluate_model
 
-        return evaluate_model(model, loader, dataset)
+        return evaluate_model(model, loader, dataset, backend=str(cfg.Evaluate.backend),
+                              log_interval=int(cfg.Evaluate.log_interval))
 
     return TrainHooks(build_model, build_loader, evaluate)
 
@@ -164,13 +170,12 @@ class _StopSignal:
 # --------------------------------------------------------------------------------------------- entry
 def run(cfg: DictConfig) -> Dict[str, Any]:
     """Train `cfg.Global.model` as configured and return the train_result.json dict."""
-    return train(cfg, default_hooks())
+    return train(cfg, default_hooks(cfg))
 
 
 def train(cfg: DictConfig, hooks: TrainHooks) -> Dict[str, Any]:
     """`run` with explicit builders (tests pass stand-ins)."""
-    device = dist.setup_device(cfg.Global.device or _auto_device())
-    dist.init_parallel()
+    device = setup_device(cfg)
     out = Path(cfg.Global.output)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
@@ -199,12 +204,6 @@ def train(cfg: DictConfig, hooks: TrainHooks) -> Dict[str, Any]:
         _train_loop(run_)
         return _finish(run_)
     raise AssertionError("unreachable")  # pragma: no cover  (ExitStack never swallows)
-
-
-def _auto_device() -> str:
-    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
-        return "gpu:0"
-    return "cpu"
 
 
 # --------------------------------------------------------------------------------------------- set-up
@@ -245,8 +244,8 @@ def _build(cfg: DictConfig, hooks: TrainHooks, out: Path, device: str, pretraine
                            enabled=dist.is_main())
     run_ = _Run(cfg, out, hooks, model, forward, optimizer, scheduler, ema, scaler, train_loader,
                 steps_per_epoch, monitor)
+    run_.val_loader, run_.val_dataset = hooks.build_loader(cfg, "val")  # this rank's share of it
     if dist.is_main():
-        run_.val_loader, run_.val_dataset = hooks.build_loader(cfg, "val")
         names = getattr(train_dataset, "label_names", None)
         if names:
             write_text(out / LABELS, "".join(f"{i} {name}\n" for i, name in enumerate(names)))
@@ -281,12 +280,13 @@ def _restore(run_: _Run, path: Path) -> None:
             logger.warning("Checkpoint %s has no EMA; the EMA starts from its weights.", path)
             run_.ema = ModelEMA(run_.model, run_.ema.decay)
     if run_.scaler is not None and states.get("grad_scaler"):
-        run_.scaler.load_state_dict(ckpt.unpack(states["grad_scaler"]))
+        run_.scaler.load_state_dict(states["grad_scaler"])
     run_.state = _State(int(states["epoch"]), int(states["step"]), states.get("best_score"),
                         states.get("best_epoch"))
     _restore_rng(run_, states)
     if int(states.get("steps_per_epoch", run_.steps_per_epoch)) != run_.steps_per_epoch:
-        logger.warning("Steps per epoch changed (%s -> %d): the resumed run will not match an uninterrupted one.",
+        logger.warning("Steps per epoch changed (%s -> %d): the resumed run will not match an uninterrupted "
+                       "one.",
                        states.get("steps_per_epoch"), run_.steps_per_epoch)
     logger.info("Resumed from %s: %d epochs and %d steps done, best mask AP %s (epoch %s).", path,
                 run_.state.epoch, run_.state.step, run_.state.best_score, run_.state.best_epoch)
@@ -295,8 +295,15 @@ def _restore(run_: _Run, path: Path) -> None:
 
 
 def _restore_rng(run_: _Run, states: Dict[str, Any]) -> None:
-    rngs = ckpt.unpack(states["rng"])
     run_.skip = int(states.get("iter_in_epoch", 0))
+    rngs = states.get("rng")
+    if rngs is None:  # an older InstSeg's checkpoint: its pickled random states are not read
+        logger.warning("Checkpoint written by an older InstSeg, whose random states were pickled: they are "
+                       "not read (unpickling a file can run code). Weights, optimizer, schedule, epoch and "
+                       "step resume; the random streams are re-seeded, so the model's random draws differ "
+                       "from an uninterrupted run's (data order and augmentation do not).")
+        _seed(int(run_.cfg.Global.seed) + dist.rank() + 7919 * run_.state.epoch)
+        return
     if len(rngs) != dist.world_size():
         logger.warning("Checkpoint written by %d ranks, resumed on %d: random streams are re-seeded, so data "
                        "order differs from an uninterrupted run.", len(rngs), dist.world_size())
@@ -304,9 +311,9 @@ def _restore_rng(run_: _Run, states: Dict[str, Any]) -> None:
         return
     current = rngs[dist.rank()]
     if run_.skip > 0:
-        run_.pending_rng = (ckpt.unpack(states["rng_epoch_start"])[dist.rank()], current)
+        run_.pending_rng = (states["rng_epoch_start"][dist.rank()], current)
     else:
-        ckpt.restore_rng(current)
+        rng_state.restore(current)
 
 
 def _drop_later_checkpoints(out: Path, step: int) -> None:
@@ -344,21 +351,25 @@ def _train_loop(run_: _Run) -> None:
 
 def _epoch_iterator(run_: _Run, epoch: int) -> Any:
     """The epoch's batches, positioned after `run_.skip` already-trained ones, with the random state the
-    uninterrupted run had at that point."""
+    uninterrupted run had at that point.
+
+    The batch sampler (engine.data.loader.EpochBatchSampler) skips those batches without loading them:
+    samples are seeded per (seed, epoch, index), so nothing before them shapes them."""
     sampler = getattr(run_.train_loader, "batch_sampler", None)
     if sampler is not None and hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
+    if run_.skip > 0:
+        if not hasattr(sampler, "start_at"):
+            raise InstSegError("Resuming mid-epoch needs a train loader whose batch_sampler has start_at() "
+                               "(engine.data.loader.EpochBatchSampler).")
+        sampler.start_at(run_.skip)
     if run_.pending_rng is not None:
-        ckpt.restore_rng(run_.pending_rng[0])
-    run_.epoch_rng = ckpt.capture_rng()
+        # the loader may draw from the global streams when it starts (Paddle's worker base seed)
+        rng_state.restore(run_.pending_rng[0])
+    run_.epoch_rng = rng_state.capture()
     iterator = iter(run_.train_loader)
-    for _ in range(run_.skip):
-        next(iterator)
     if run_.pending_rng is not None:
-        # Without worker processes Paddle loads batches in a thread that draws from the global Python and
-        # NumPy streams while the model trains; replaying the skipped batches has already put those streams
-        # where the loader needs them, so only Paddle's (the model's) are set to their state at the stop.
-        ckpt.restore_rng(run_.pending_rng[1], paddle_only=not getattr(run_.train_loader, "num_workers", 0))
+        rng_state.restore(run_.pending_rng[1])
         run_.pending_rng = None
     return iterator
 
@@ -435,24 +446,42 @@ def _due(epoch: int, interval: int, last: bool) -> bool:
 def _end_epoch(run_: _Run) -> Optional[Path]:
     """Evaluate, keep the best model, checkpoint, prune, log (see module docstring for the order).
 
-    Returns the epoch checkpoint written (rank 0), if any."""
+    Returns the epoch checkpoint written (on every rank), if any."""
     epoch = run_.state.epoch
     last = epoch == int(run_.cfg.Train.epochs_iters)
     do_eval = _due(epoch, int(run_.cfg.Train.eval_interval), last)
     do_save = _due(epoch, int(run_.cfg.Train.save_interval), last)
-    rng_now = ckpt.capture_rng()
+    rng_now = rng_state.capture()
     rngs: List[Dict[str, Any]] = []
     if do_eval or do_save:
-        dist.average_buffers(run_.model)
+        _average_statistics(run_)
         rngs = dist.all_gather_object(rng_now)
     metrics = _maybe_eval(run_) if do_eval else None
-    ckpt.restore_rng(rng_now)  # evaluation leaves no trace in the random streams
+    rng_state.restore(rng_now)  # evaluation leaves no trace in the random streams
+    saved = _keep(run_, metrics, do_save, rngs) if run_.main else None
+    if saved is None and do_save:  # every rank must know it exists: a stop right after it then saves nothing
+        name = ckpt.epoch_name(epoch)
+        saved = run_.out / name / f"{name}.pdparams"
+    if (do_eval or do_save) and not last:
+        # the other ranks wait here, not in the next gradient all-reduce (gloo's 30 s), while rank 0
+        # computes the metrics and writes checkpoints; after the last epoch they finish without waiting
+        dist.barrier()
+    return saved
+
+
+def _average_statistics(run_: _Run) -> None:
+    """Every rank's BN statistics, of the weights and of their EMA, replaced by their mean over ranks."""
+    dist.average_buffers(run_.model, *([run_.ema.state_dict()] if run_.ema is not None else []))
+
+
+def _keep(run_: _Run, metrics: Optional[Dict[str, Any]], do_save: bool, rngs: List[Dict[str, Any]]
+          ) -> Optional[Path]:
+    """Rank 0's part of an epoch end: best model, epoch checkpoint, pruning, logs, train_result.json."""
+    epoch = run_.state.epoch
     score = None if metrics is None else float(metrics["AP"])
     improved = score is not None and (run_.state.best_score is None or score >= run_.state.best_score)
     if improved:
         run_.state.best_score, run_.state.best_epoch = score, epoch
-    if not run_.main:
-        return None
     saved = None
     if improved:
         _save(run_, ckpt.BEST, score, rngs)
@@ -468,13 +497,15 @@ def _end_epoch(run_: _Run) -> Optional[Path]:
 
 
 def _maybe_eval(run_: _Run) -> Optional[Dict[str, Any]]:
-    """Mask/box AP on the whole val set, on rank 0 (None elsewhere), with the EMA weights when EMA is on."""
-    if not run_.main:
-        return None
+    """Mask/box AP on the whole val set, with the EMA weights when EMA is on: every rank predicts its share,
+    rank 0 gets the metrics of all (None elsewhere)."""
     run_.model.eval()
     with (run_.ema.apply_to(run_.model) if run_.ema is not None else nullcontext()), paddle.no_grad():
-        metrics = dict(run_.hooks.evaluate(run_.model, run_.val_loader, run_.val_dataset))
+        found = run_.hooks.evaluate(run_.model, run_.val_loader, run_.val_dataset)
     run_.model.train()
+    if not run_.main:
+        return None
+    metrics = dict(found or {})
     if metrics.get("AP") is None:
         raise InstSegError(f"The evaluator returned no mask AP ('AP'): {sorted(metrics)}")
     logger.info("Eval epoch %d: mask AP %.4f%s", run_.state.epoch, float(metrics["AP"]),
@@ -492,12 +523,17 @@ def _save(run_: _Run, name: str, score: Optional[float], rngs: List[Dict[str, An
         "steps_per_epoch": run_.steps_per_epoch, "best_score": s.best_score, "best_epoch": s.best_epoch,
         "ema_step": 0 if run_.ema is None else run_.ema.step, "world_size": dist.world_size(),
         "model_name": run_.cfg.Global.model, "seed": int(run_.cfg.Global.seed),
-        "rng": ckpt.pack(rngs), "rng_epoch_start": None if epoch_rngs is None else ckpt.pack(epoch_rngs),
-        "grad_scaler": None if run_.scaler is None else ckpt.pack(run_.scaler.state_dict()),
+        "rng": rngs, "rng_epoch_start": epoch_rngs,
+        "grad_scaler": None if run_.scaler is None else _plain(run_.scaler.state_dict()),
     }
     opt_state = ckpt.optimizer_state(run_.optimizer, run_.model, s.epoch)
     ema_state = None if run_.ema is None else run_.ema.state_dict()
     return ckpt.save_checkpoint(run_.out, name, run_.model.state_dict(), opt_state, states, ema_state)
+
+
+def _plain(state: Dict[str, Any]) -> Dict[str, Any]:
+    """A state dict with NumPy values as lists / Python numbers, for the JSON .pdstates."""
+    return {k: v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v for k, v in state.items()}
 
 
 def _stop(run_: _Run, it: int, saved: Optional[Path]) -> None:
@@ -507,8 +543,8 @@ def _stop(run_: _Run, it: int, saved: Optional[Path]) -> None:
     random state from the start of the epoch, to replay its data order; at an epoch end (`it` = 0) the
     epoch checkpoint `saved` serves when there is one."""
     if saved is None:
-        dist.average_buffers(run_.model)
-        rngs = dist.all_gather_object(ckpt.capture_rng())
+        _average_statistics(run_)
+        rngs = dist.all_gather_object(rng_state.capture())
         epoch_rngs = dist.all_gather_object(run_.epoch_rng) if it else None
         if run_.main:
             saved = _save(run_, ckpt.INTERRUPTED, None, rngs, it, epoch_rngs)
@@ -549,12 +585,13 @@ def _export_best(run_: _Run) -> None:
 
 
 def _finish(run_: _Run) -> Dict[str, Any]:
-    """Export the best model, write the final train_result.json; every rank returns rank 0's result."""
-    result = None
-    if run_.main:
-        _export_best(run_)
-        run_.monitor.plot()
-        result = _result(run_, done=True)
-        write_json(run_.out / "train_result.json", result)
-        logger.info("Training done: best mask AP %s at epoch %s.", run_.state.best_score, run_.state.best_epoch)
-    return dist.broadcast_object(result)
+    """Rank 0 exports the best model, writes the final train_result.json and returns it; the other ranks
+    return their progress at once (no collective, no reading of the folder rank 0 is still writing)."""
+    if not run_.main:
+        return {"rank": dist.rank(), "epochs_done": run_.state.epoch, "steps_done": run_.state.step}
+    _export_best(run_)
+    run_.monitor.plot()
+    result = _result(run_, done=True)
+    write_json(run_.out / "train_result.json", result)
+    logger.info("Training done: best mask AP %s at epoch %s.", run_.state.best_score, run_.state.best_epoch)
+    return result

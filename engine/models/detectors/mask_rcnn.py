@@ -24,6 +24,7 @@ from ..ops.mask_paste import paste_masks
 from ..ops.nms import drop_sentinel, multiclass_nms, segment_ids
 from ..ops.proposals import ProposalConfig
 from ..ops.roi_align import RoIAlign
+from .export_inputs import image_input_spec
 
 Batch = Dict[str, Any]
 FPN_STRIDES = [4, 8, 16, 32, 64]  # P2..P6
@@ -128,11 +129,7 @@ class MaskRCNN(nn.Layer):
 
     def export_spec(self) -> Dict[str, paddle.static.InputSpec]:
         """Inputs of `forward`, in order, for `paddle.jit.to_static` (batch and image size dynamic)."""
-        return {
-            "image": paddle.static.InputSpec([None, 3, None, None], "float32", "image"),
-            "im_shape": paddle.static.InputSpec([None, 2], "float32", "im_shape"),
-            "scale_factor": paddle.static.InputSpec([None, 2], "float32", "scale_factor"),
-        }
+        return image_input_spec()
 
 
 def _to_original(dets: paddle.Tensor, det_num: paddle.Tensor, im_shape: paddle.Tensor,

@@ -18,18 +18,18 @@ def box_area(boxes: paddle.Tensor) -> paddle.Tensor:
 
 
 def box_iou(boxes1: paddle.Tensor, boxes2: paddle.Tensor) -> paddle.Tensor:
-    """Pairwise IoU.
+    """Pairwise IoU, optionally batched.
 
     Args:
-        boxes1: float32 [M, 4]; boxes2: float32 [N, 4].
+        boxes1: float32 [..., M, 4]; boxes2: float32 [..., N, 4] (x1, y1, x2, y2), same leading dims.
     Returns:
-        float32 [M, N] in [0, 1]; 0 where the intersection is empty.
+        float32 [..., M, N] in [0, 1]; 0 where the intersection is empty.
     """
-    lt = paddle.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = paddle.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    lt = paddle.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
+    rb = paddle.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
     wh = (rb - lt).clip(min=0)
     inter = wh[..., 0] * wh[..., 1]
-    union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - inter
+    union = box_area(boxes1)[..., :, None] + box_area(boxes2)[..., None, :] - inter
     return paddle.where(inter > 0, inter / union.clip(min=1e-10), paddle.zeros_like(inter))
 
 

@@ -43,7 +43,8 @@ def top_k_per_image(scores: paddle.Tensor, image_ids: paddle.Tensor, num_images:
 
 def multiclass_nms(boxes: paddle.Tensor, probs: paddle.Tensor, rois_num: paddle.Tensor,
                    score_threshold: float, nms_threshold: float,
-                   keep_top_k: int, sentinel: bool = False) -> Tuple[paddle.Tensor, paddle.Tensor]:
+                   keep_top_k: int, sentinel: bool = False,
+                   return_rows: bool = False) -> Tuple[paddle.Tensor, ...]:
     """Per-class, per-image NMS over R-CNN outputs, then the `keep_top_k` best detections of each image.
 
     One `paddle.vision.ops.nms` call covers all images and classes: each (image, class) group is shifted
@@ -59,7 +60,8 @@ def multiclass_nms(boxes: paddle.Tensor, probs: paddle.Tensor, rois_num: paddle.
         descending within an image; counts int32 [N]). With `sentinel`, the first image also holds a
         placeholder row (class 0, score -1, box (0, 0, 2, 2)) unless keep_top_k real detections push it
         out: K >= 1 whatever the scores, which Paddle Inference's oneDNN kernels need (they fail, or
-        crash, on zero-size tensors); drop it with `drop_sentinel`.
+        crash, on zero-size tensors); drop it with `drop_sentinel`. With `return_rows`, a third output:
+        int64 [K] the row of `boxes` / `probs` each detection came from (0 for the placeholder).
     """
     num_classes = probs.shape[1]
     num_box_sets = boxes.shape[1]
@@ -78,6 +80,7 @@ def multiclass_nms(boxes: paddle.Tensor, probs: paddle.Tensor, rois_num: paddle.
         cand_boxes = paddle.concat([cand_boxes, paddle.to_tensor([[0.0, 0.0, 2.0, 2.0]], boxes.dtype)])
         cand_scores = paddle.concat([cand_scores, paddle.full([1], SENTINEL_SCORE, cand_scores.dtype)])
         cand_image = paddle.concat([cand_image, paddle.zeros([1], cand_image.dtype)])
+        roi = paddle.concat([roi, paddle.zeros([1], roi.dtype)])
     # a zero appended so the max is defined when an image batch has no RoI at all
     span = paddle.concat([boxes.abs().flatten(), paddle.zeros([1], boxes.dtype)]).max() + 1.0
     shift_x = cls.astype("float32") * span
@@ -90,6 +93,8 @@ def multiclass_nms(boxes: paddle.Tensor, probs: paddle.Tensor, rois_num: paddle.
     dets = paddle.concat([(paddle.gather(cls, keep) % num_classes).astype("float32").unsqueeze(1),
                           paddle.gather(cand_scores, keep).unsqueeze(1),
                           paddle.gather(cand_boxes, keep)], axis=1)
+    if return_rows:
+        return dets, counts, paddle.gather(roi, keep)
     return dets, counts
 
 

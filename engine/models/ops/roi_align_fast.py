@@ -120,6 +120,9 @@ def _compile() -> Callable[..., paddle.Tensor]:
     with _file_lock(build_dir.with_suffix(".lock")):
         paddle_log.setLevel(logging.WARNING)
         try:
+            built = _load_built(build_dir)
+            if built is not None:  # Paddle's load() would run the whole setup build again
+                return built
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _stderr_to(log_path):
                 warnings.simplefilter("ignore")  # "No ccache found" and ABI notes
                 from paddle.utils.cpp_extension import load
@@ -133,6 +136,22 @@ def _compile() -> Callable[..., paddle.Tensor]:
         finally:
             paddle_log.setLevel(level)
     return getattr(module, OP_NAME)
+
+
+def _load_built(build_dir: Path) -> Optional[Callable[..., paddle.Tensor]]:
+    """The operator from a library an earlier process built into `build_dir` (its folder name hashes the
+    source, flags and versions, so a library there is current); None when there is none or it fails to load
+    (then it is rebuilt)."""
+    library = build_dir / OP_NAME / f"{OP_NAME}.so"
+    if not library.is_file():
+        return None
+    try:
+        from paddle.utils.cpp_extension.extension_utils import _import_module_from_library
+
+        return getattr(_import_module_from_library(OP_NAME, str(library.parent)), OP_NAME)
+    except Exception as exc:  # a stale or truncated library: build it again
+        logger.debug("Rebuilding %s: %s", library, exc)
+        return None
 
 
 def native_op() -> Optional[Callable[..., paddle.Tensor]]:
