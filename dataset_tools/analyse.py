@@ -7,6 +7,7 @@ from typing import Dict, List, Mapping, Tuple
 import numpy as np
 
 from dataset_tools.validate import SplitData
+from dataset_tools.report import utf8_safe
 from engine.runtime.atomic_io import write_bytes
 
 
@@ -49,6 +50,7 @@ def save_histogram(names: List[str], counts: Dict[str, np.ndarray], path: Path) 
         bars = ax.bar(x + (k - (len(counts) - 1) / 2) * width, values, width, label=split)
         if n <= 20:
             ax.bar_label(bars, fontsize=8)
+    names = [utf8_safe(name) for name in names]  # a "\ud800" escape in the JSON is no drawable text
     rotation = 90 if n > 8 or max(map(len, names), default=0) > 10 else 0
     ax.set_xticks(x, names, rotation=rotation, parse_math=False)  # a class named "$^$" is text, not a formula
     ax.set_ylabel("Instances")
