@@ -1,11 +1,13 @@
 """Dataset statistics: instances per class in train and val, and the histogram check_dataset saves."""
 import io
+import warnings
 from pathlib import Path
 from typing import Dict, List, Mapping, Tuple
 
 import numpy as np
 
 from dataset_tools.validate import SplitData
+from dataset_tools.report import utf8_safe
 from engine.runtime.atomic_io import write_bytes
 
 
@@ -48,11 +50,15 @@ def save_histogram(names: List[str], counts: Dict[str, np.ndarray], path: Path) 
         bars = ax.bar(x + (k - (len(counts) - 1) / 2) * width, values, width, label=split)
         if n <= 20:
             ax.bar_label(bars, fontsize=8)
-    ax.set_xticks(x, names, rotation=90 if n > 8 or max(map(len, names), default=0) > 10 else 0)
+    names = [utf8_safe(name) for name in names]  # a "\ud800" escape in the JSON is no drawable text
+    rotation = 90 if n > 8 or max(map(len, names), default=0) > 10 else 0
+    ax.set_xticks(x, names, rotation=rotation, parse_math=False)  # a class named "$^$" is text, not a formula
     ax.set_ylabel("Instances")
     ax.set_title("Instances per class")
     ax.legend()
-    fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    with warnings.catch_warnings():  # a script the font lacks is drawn as boxes, not one warning per glyph
+        warnings.filterwarnings("ignore", r"Glyph \d+ [\s\S]* missing from font", UserWarning)
+        fig.tight_layout()
+        fig.savefig(buf, format="png")
     write_bytes(path, buf.getvalue())

@@ -65,7 +65,7 @@ class ProblemLog:
         assert severity in ("error", "warning"), severity
         entry = self._kinds.setdefault((severity, file, kind), [[], 0])
         room = max(0, self.max_listed - len(entry[0]))
-        entry[0].extend({"file": _text(file), "id": _plain(pid), "message": _text(msg)}
+        entry[0].extend({"file": utf8_safe(file), "id": _plain(pid), "message": utf8_safe(msg)}
                         for pid, msg in items[:room])
         entry[1] += count
 
@@ -108,7 +108,7 @@ def progress(items: Any, desc: str, min_total: int = 1000, total: Optional[int] 
     return tqdm(items, desc=desc, total=total, unit="it", leave=False, dynamic_ncols=True)
 
 
-def _text(value: str) -> str:
+def utf8_safe(value: str) -> str:
     """`value` writable as UTF-8: a lone surrogate (a JSON "\\ud800" escape, an undecodable file name) becomes
     a backslash escape instead of failing the result file's write."""
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -117,7 +117,7 @@ def _text(value: str) -> str:
 def _plain(value: ProblemId) -> ProblemId:
     """Ids as JSON-friendly scalars (numpy ints become int), strings writable as UTF-8."""
     if isinstance(value, str):
-        return _text(value)
+        return utf8_safe(value)
     if value is None or isinstance(value, bool):
         return value
     try:

@@ -78,10 +78,10 @@ def _load_for_split(root: Path, log: ProblemLog) -> Dict[str, Dict[str, Any]]:
             continue
         if not (isinstance(doc, dict) and all(type(doc.get(k)) is list for k in ("images", "annotations"))
                 and type(doc.get("categories", [])) is list
-                and all(type(c) is dict for c in doc.get("categories", []))):
+                and all(type(c) is dict and type(c.get("id")) is int for c in doc.get("categories", []))):
             log.error("cannot re-split", rel, None,
-                      "needs 'images' and 'annotations' lists and a 'categories' list of objects to be "
-                      "re-split; run check_dataset without split to see what is wrong")
+                      "needs 'images' and 'annotations' lists and a 'categories' list of objects with "
+                      "integer ids to be re-split; run check_dataset without split to see what is wrong")
             continue
         images, anns = doc["images"], doc["annotations"]
         ids = [im.get("id") if type(im) is dict else None for im in images]
@@ -115,8 +115,7 @@ def _merge_categories(docs: Dict[str, Dict[str, Any]], log: ProblemLog) -> List[
                 log.error("cannot re-split", annotation_file(split), cat.get("id"), (
                     f"category {cat.get('id')} is named {first.get('name')!r} and {cat.get('name')!r} in the "
                     "two files; make the names agree before re-splitting"))
-    cats = list(merged.values())
-    return sorted(cats, key=lambda c: c["id"]) if all(type(c.get("id")) is int for c in cats) else cats
+    return sorted(merged.values(), key=lambda c: c["id"])  # integer ids: _load_for_split checked them
 
 
 def _shift(values: List[int], taken: List[int]) -> int:

@@ -39,7 +39,10 @@ def read_image(path: Path) -> Optional[np.ndarray]:
         return None
     if data.size == 0:
         return None
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        return cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:  # e.g. a header claiming more pixels than OpenCV allows
+        return None
 
 
 def image_size(source: Union[Path, BinaryIO]) -> Optional[Tuple[int, int]]:
@@ -49,13 +52,14 @@ def image_size(source: Union[Path, BinaryIO]) -> Optional[Tuple[int, int]]:
         source: an image file's path, or a binary file object (e.g. io.BytesIO of embedded bytes).
     """
     from PIL import Image, UnidentifiedImageError
+    from PIL.Image import DecompressionBombError  # a header claiming ~180M+ pixels
 
     try:
         with Image.open(source) as img:
             width, height = img.size
             if img.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 degrees
                 width, height = height, width
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, DecompressionBombError):
         return None
     return height, width
 

@@ -148,6 +148,9 @@ def _defects() -> Dict[str, Callable[[Dict[str, Any]], Any]]:
         "polygon 2 points": lambda d: set_poly(d, [1.0, 2.0, 3.0, 4.0]),
         "polygon odd": lambda d: set_poly(d, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]),
         "segmentation number": lambda d: ann(d, 0, segmentation=5),
+        "segmentation flat list": lambda d: ann(d, poly_ann(d), segmentation=[1.0, 2.0, 9.0, 2.0, 5.0, 8.0]),
+        "polygon far outside": lambda d: set_poly(d, [1.0, 2.0, 1e9, 4.0, 5.0, 6.0]),  # segfaulted
+        "image file_name NUL": lambda d: image(d, file_name="sub\x00dir/a.jpg"),
         "segmentation empty": lambda d: ann(d, poly_ann(d), segmentation=[]),
         "bbox NaN": lambda d: ann(d, 0, bbox=[1.0, float("nan"), 3.0, 4.0]),
         "bbox short": lambda d: ann(d, 0, bbox=[1.0, 2.0, 3.0]),
@@ -202,6 +205,7 @@ def test_all_defects_at_once_are_all_listed(dataset: Path, tmp_path: Path) -> No
 @pytest.mark.parametrize("content, expect", [
     ("{not json", "not valid JSON"),
     ("[1, 2]", "expected a COCO object"),
+    ("null", "only `null`"),
     ('{"images": [], "categories": []}', "'annotations' is missing"),
     ('{"images": 3, "annotations": [], "categories": []}', "'images' is 3"),
     (b"\xff\xfe\x00garbage", "JSON"),

@@ -22,12 +22,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 from unittest import mock
 
 import numpy as np
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from dataset_tools import analyse
@@ -239,10 +240,12 @@ def test_unicode_and_space_file_names_pass(stem: str, folder: str) -> None:
 
 
 @examples(10)
-@given(names=st.lists(st.text(min_size=1, max_size=12).filter(str.strip), min_size=1, max_size=4,
-                      unique=True))
+@given(names=st.lists(st.text(st.one_of(st.sampled_from("$\\^_{}"), st.characters()), min_size=1, max_size=12)
+                      .filter(str.strip), min_size=1, max_size=4, unique=True))
+@example(names=["$^$", "$\\frac$", "\u6f22\u5b57\x8c", "\ud800"])  # mathtext, missing glyphs, surrogate
 def test_histogram_draws_any_class_name(names: List[str]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("error")  # and quietly
         path = Path(tmp) / "h.png"
         analyse.save_histogram(names, {"train": np.arange(len(names)), "val": np.ones(len(names), int)}, path)
         assert path.read_bytes()[:4] == b"\x89PNG"

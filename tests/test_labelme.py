@@ -5,6 +5,8 @@ import hashlib
 import io
 import json
 import math
+import struct
+import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -35,6 +37,15 @@ def png_bytes(size: Tuple[int, int] = (H, W), colour: int = 90) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (size[1], size[0]), (colour, colour, 120)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG with only its IHDR and IEND chunks: a header claiming any size, no pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + \
+        chunk(b"IEND", b"")
 
 
 FILES: Dict[str, Dict] = {
@@ -247,6 +258,13 @@ def test_convert_then_check_passes(tmp_path: Path) -> None:
      "annotations/b.json", "finite numbers"),
     (lambda r: _edit(r, "annotations/b.json", imageWidth=641), "annotations/b.json", "640x480"),
     (lambda r: _edit(r, "annotations/b.json", imagePath="a.png"), None, "also annotated"),
+    (lambda r: _edit(r, "annotations/b.json", shapes=[shape("dog", [[9, 9], [1e15, 9]], "circle")]),
+     "annotations/b.json", "far outside"),  # was: a 70-million-point circle, out of memory
+    (lambda r: _edit(r, "annotations/b.json", imagePath="b\x00.png"), "annotations/b.json", "NUL"),
+    (lambda r: (r / "label.txt").write_bytes(b"dog\n\xffcat\n"), "label.txt", "not UTF-8"),
+    (lambda r: (r / "annotations/c.json").write_text("null"), "annotations/c.json", "only `null`"),
+    (lambda r: (r / "images/b.png").write_bytes(png_header(100_000, 100_000)), "annotations/b.json",
+     "cannot be read as an image"),  # was: PIL's DecompressionBombError
 ])
 def test_conversion_errors_write_nothing(tmp_path: Path, break_it: Any, file: str, expect: str) -> None:
     root = write_labelme(tmp_path / "lm")

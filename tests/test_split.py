@@ -143,6 +143,19 @@ def test_split_refuses_conflicting_category_names(dataset: Path) -> None:
     assert "circle" in log.entries("error")[0]["message"]
 
 
+@pytest.mark.parametrize("categories", [True, [{"id": [1], "name": "x"}], [{"id": "1", "name": "x"}], ["x"]])
+def test_split_refuses_unusable_categories(dataset: Path, categories: Any) -> None:
+    train = load(dataset, "train")
+    train["categories"] = categories  # [1] as an id once crashed the merge (unhashable)
+    save(dataset, "train", train)
+    before = {p.name: p.read_bytes() for p in (dataset / "annotations").iterdir()}
+    log = ProblemLog()
+    assert split_dataset(dataset, 50, 50, 0, log) is None
+    assert log.entries("error")[0]["file"] == "annotations/instance_train.json"
+    assert "integer ids" in log.entries("error")[0]["message"]
+    assert {p.name: p.read_bytes() for p in (dataset / "annotations").iterdir()} == before
+
+
 def test_backup_names_never_clobber(tmp_path: Path) -> None:
     path = tmp_path / "instance_train.json"
     made = []

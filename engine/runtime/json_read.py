@@ -3,9 +3,11 @@
 COCO-scale annotation files (hundreds of MB) spend most of their load time in the parser; orjson parses
 them 2-4x faster than `json`. Both give the same Python objects for standard JSON. Where they differ the
 standard library decides, so a file reads the same with or without orjson: orjson rejects a few things
-`json` accepts (NaN / Infinity, integers beyond 64 bits, lone surrogate escapes, a BOM, nesting deeper than
-1024), and when it does the bytes are parsed again by `json`, which then also gives the error message with
-line and column for a file that is really broken. No Paddle import: check_dataset uses this.
+`json` accepts (NaN / Infinity, lone surrogate escapes, a BOM, UTF-16, nesting deeper than 1024), and
+when it does the bytes are parsed again by `json`, which then also gives the error message with line and
+column for a file that is really broken. One difference stays: orjson reads an integer beyond 64 bits as
+a float (no COCO id, size or count is that large, so it is an error either way; only the message
+differs). No Paddle import: check_dataset uses this.
 """
 import gc
 import json
