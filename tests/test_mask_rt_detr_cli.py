@@ -44,7 +44,7 @@ def test_train_evaluate_predict_export_predict(tmp_path: Path) -> None:
     image = sorted((data / "images").glob("val_*.jpg"))[0]
     run("Global.mode=predict", *common, f"Predict.weight_path={weights}", f"Predict.input={image}",
         f"Global.output={tmp_path / 'pred'}", "Predict.threshold=0.0")
-    dynamic = json.loads((tmp_path / "pred" / f"{image.stem}_res.json").read_text())
+    dynamic = json.loads((tmp_path / "pred" / "predict" / f"{image.stem}_res.json").read_text())
     dynamic = dynamic.get("res", dynamic)
     assert len(dynamic["boxes"]) == 10 and len(dynamic["masks"]) == 10
 
@@ -53,7 +53,7 @@ def test_train_evaluate_predict_export_predict(tmp_path: Path) -> None:
     assert (model_dir / "inference.yml").exists()
     run("Global.mode=predict", f"Predict.model_dir={model_dir}", f"Predict.input={image}",
         f"Global.output={tmp_path / 'pred_exported'}", "Predict.threshold=0.0")
-    exported = json.loads((tmp_path / "pred_exported" / f"{image.stem}_res.json").read_text())
+    exported = json.loads((tmp_path / "pred_exported" / "predict" / f"{image.stem}_res.json").read_text())
     exported = exported.get("res", exported)
     assert [b["cls_id"] for b in exported["boxes"]] == [b["cls_id"] for b in dynamic["boxes"]]
     for a, b in zip(exported["boxes"], dynamic["boxes"]):
