@@ -1,6 +1,7 @@
 """The compiled CPU RoIAlign (engine/models/ops/roi_align_fast.py) against paddle.vision.ops.roi_align:
-forward and gradient on awkward RoIs, the fallbacks (static graphs, INSTSEG_NATIVE_ROI_ALIGN=0, a failed
-build) and RoIAlign._pool using it. The first test in a fresh cache compiles the operator (~10 s)."""
+forward and gradient on awkward RoIs, the fallbacks (static graphs, INSTSEG_NATIVE_ROI_ALIGN=0 or
+INSTSEG_NATIVE_OPS=0, a failed build) and RoIAlign._pool using it. The first test in a fresh cache
+compiles the operator (~10 s)."""
 import ctypes
 import logging
 from pathlib import Path
@@ -21,7 +22,7 @@ def native():
     """The compiled operator; a build failure fails the tests that need it, with the compiler's reason."""
     op = roi_align_fast.native_op()
     if op is None:
-        pytest.fail(f"native roi_align did not build: {roi_align_fast._state['error']}")
+        pytest.fail(f"native roi_align did not build: {roi_align_fast.OP.state['error']}")
     return op
 
 
@@ -132,7 +133,7 @@ def native_forbidden(native, monkeypatch):
     def forbidden(*args):
         raise AssertionError("the compiled operator was used")
 
-    monkeypatch.setitem(roi_align_fast._state, "op", forbidden)
+    monkeypatch.setitem(roi_align_fast.OP.state, "op", forbidden)
 
 
 def _inputs():
@@ -160,8 +161,9 @@ def test_static_graph_uses_paddle_op(native_forbidden) -> None:
         np.testing.assert_array_equal(sot(x, boxes, counts).numpy(), expected.numpy())
 
 
-def test_switch_off_by_environment(native_forbidden, monkeypatch) -> None:
-    monkeypatch.setenv(roi_align_fast.SWITCH, "0")
+@pytest.mark.parametrize("switch", [roi_align_fast.SWITCH, "INSTSEG_NATIVE_OPS"])
+def test_switch_off_by_environment(native_forbidden, monkeypatch, switch) -> None:
+    monkeypatch.setenv(switch, "0")
     x, boxes, counts = _inputs()
     assert not roi_align_fast.uses_native(x, boxes, counts)
     expected = vops.roi_align(x, boxes, counts, 7, spatial_scale=SCALE, sampling_ratio=0, aligned=False)
@@ -175,12 +177,12 @@ def test_other_dtypes_use_paddle_op(native_forbidden) -> None:
 
 
 def test_failed_build_warns_once_and_falls_back(monkeypatch, caplog) -> None:
-    monkeypatch.setattr(roi_align_fast, "_state", {"tried": False, "op": None, "error": None})
+    monkeypatch.setattr(roi_align_fast.OP, "state", {"tried": False, "op": None, "error": None})
 
     def broken() -> None:
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(roi_align_fast, "_compile", broken)
+    monkeypatch.setattr(roi_align_fast.OP, "compile", broken)
     x, boxes, counts = _inputs()
     expected = vops.roi_align(x, boxes, counts, 7, spatial_scale=SCALE, sampling_ratio=0, aligned=False)
     with caplog.at_level(logging.WARNING, logger="instseg"):
@@ -198,8 +200,8 @@ def test_roialign_pool_uses_native(native, monkeypatch) -> None:
     num = paddle.to_tensor([2, 2], "int32")
     align = RoIAlign(7, [1 / 4, 1 / 8], canonical_level=3, canonical_size=32)
     calls = []
-    real = roi_align_fast._state["op"]
-    monkeypatch.setitem(roi_align_fast._state, "op", lambda *a: calls.append(1) or real(*a))
+    real = roi_align_fast.OP.state["op"]
+    monkeypatch.setitem(roi_align_fast.OP.state, "op", lambda *a: calls.append(1) or real(*a))
     ours = align(feats, rois, num)
     (g_ours,) = paddle.grad([ours.sum()], [feats[0]])
     assert len(calls) == 2  # both levels
