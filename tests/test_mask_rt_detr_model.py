@@ -135,13 +135,16 @@ def test_forward_traces_with_to_static_and_matches_eager() -> None:
     assert (traced["mask"].numpy() != eager["mask"].numpy()).mean() < 1e-3
 
 
-def test_deformable_sample_reads_pixel_centres_and_mixes_by_weight() -> None:
-    value = paddle.arange(2 * 4 * 6, dtype="float32").reshape([1, 2, 4, 6])  # one head, 2 channels, 4 x 6
+@pytest.mark.parametrize("native", ["1", "0"])  # the compiled operator and the grid_sample formulation
+def test_deformable_sample_reads_pixel_centres_and_mixes_by_weight(native: str, monkeypatch) -> None:
+    monkeypatch.setenv("INSTSEG_NATIVE_MS_DEFORM_ATTN", native)
+    image = paddle.arange(2 * 4 * 6, dtype="float32").reshape([1, 2, 4, 6])  # one head, 2 channels, 4 x 6
+    value = image.flatten(2).transpose([0, 2, 1])  # [1, 4 * 6, 2]
     # two points: pixel (x=1, y=2) and (x=4, y=0), at their centres in normalised coordinates
     loc = paddle.to_tensor([[1.5 / 6, 2.5 / 4], [4.5 / 6, 0.5 / 4]], "float32").reshape([1, 1, 1, 1, 2, 2])
     weights = paddle.to_tensor([0.25, 0.75]).reshape([1, 1, 1, 1, 2])
-    out = deformable_sample([value], loc, weights).numpy().reshape([2])
-    v = value.numpy()[0]
+    out = deformable_sample([value], [paddle.to_tensor([4, 6], "int32")], loc, weights).numpy().reshape([2])
+    v = image.numpy()[0]
     np.testing.assert_allclose(out, 0.25 * v[:, 2, 1] + 0.75 * v[:, 0, 4], rtol=1e-6)
 
 

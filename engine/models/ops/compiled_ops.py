@@ -133,6 +133,8 @@ class CompiledOp:
                 if not self.state["tried"]:
                     try:
                         self.state["op"] = self.compile()
+                        logger.info("Compiled CPU operator %s in use (%s=0 turns it off)", self.name,
+                                    self.switch)
                     except Exception as exc:  # any build or load problem: the Paddle formulation instead
                         self.state["error"] = str(exc)
                         logger.warning("Compiled CPU operator %s unavailable, using %s: %s", self.name,

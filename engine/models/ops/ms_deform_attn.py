@@ -4,34 +4,56 @@ Parameter names are an external contract: `sampling_offsets`, `attention_weights
 `output_proj` reproduce PaddleDetection's `MSDeformableAttention` state_dict.
 
 Each query looks at `num_points` places per head and level around its reference box and mixes the
-bilinearly sampled values with softmax weights. Sampling is `paddle.nn.functional.grid_sample`
-(align_corners=False, zero padding), the operator PaddleDetection uses without its CUDA extension, so
-results agree with it on CPU and the op exports to Paddle Inference.
+bilinearly sampled values with softmax weights. The reference formulation samples with
+`paddle.nn.functional.grid_sample` (align_corners=False, zero padding), the operator PaddleDetection uses
+without its CUDA extension; it is what traced / exported graphs contain, so they run on Paddle Inference.
+In eager mode on CPU a compiled operator (ms_deform_attn_cpu.cc, built by compiled_ops.py) computes the
+same result and gradients in one pass, many times faster; `INSTSEG_NATIVE_MS_DEFORM_ATTN=0` (or
+`INSTSEG_NATIVE_OPS=0`) keeps the grid_sample formulation everywhere.
 """
 import math
+from pathlib import Path
 from typing import List, Sequence
 
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from .compiled_ops import CompiledOp
 
-def deformable_sample(values: Sequence[paddle.Tensor], locations: paddle.Tensor,
-                      weights: paddle.Tensor) -> paddle.Tensor:
-    """The attention-weighted sum of bilinear samples of every level.
+NATIVE = CompiledOp("instseg_ms_deform_attn", Path(__file__).with_name("ms_deform_attn_cpu.cc"),
+                    switch="INSTSEG_NATIVE_MS_DEFORM_ATTN", fallback="grid_sample")
+
+
+def deformable_sample(values: Sequence[paddle.Tensor], level_sizes: Sequence[paddle.Tensor],
+                      locations: paddle.Tensor, weights: paddle.Tensor) -> paddle.Tensor:
+    """The attention-weighted sum of bilinear samples of every level (zero outside the maps).
 
     Args:
-        values: per level float32 [B * M, D, H_l, W_l] (M heads of D channels).
+        values: per level float32 [B, H_l * W_l, M * D], row-major over (y, x); M heads of D channels,
+            head-major along the last axis.
+        level_sizes: per level int32 / int64 [2] (H_l, W_l).
         locations: float32 [B, Lq, M, L, P, 2] (x, y) in [0, 1] of each level's map (0 = left/top edge).
-        weights: float32 [B, Lq, M, L, P], summing to 1 over (L, P).
+        weights: float32 [B, Lq, M, L, P] (softmax over (L, P)).
     Returns:
         float32 [B, Lq, M * D].
     """
+    if NATIVE.usable(locations, weights, *values):
+        batch, heads = locations.shape[0], locations.shape[2]
+        value = paddle.concat(list(values), 1).reshape([batch, -1, heads, values[0].shape[2] // heads])
+        return NATIVE.state["op"](value, paddle.stack(list(level_sizes)), locations, weights)
+    return grid_sample_formulation(values, level_sizes, locations, weights)
+
+
+def grid_sample_formulation(values: Sequence[paddle.Tensor], level_sizes: Sequence[paddle.Tensor],
+                            locations: paddle.Tensor, weights: paddle.Tensor) -> paddle.Tensor:
+    """`deformable_sample` with one paddle grid_sample per level (the reference; traced graphs use it)."""
     num_queries, heads, levels, points = locations.shape[1:5]
-    head_dim = values[0].shape[1]
+    head_dim = values[0].shape[2] // heads
     grids = 2.0 * locations - 1.0
     sampled = []
-    for level, value in enumerate(values):
+    for level, (value, size) in enumerate(zip(values, level_sizes)):
+        value = value.transpose([0, 2, 1]).reshape([-1, head_dim, size[0], size[1]])  # [B*M, D, H, W]
         grid = grids[:, :, :, level].transpose([0, 2, 1, 3, 4]).flatten(0, 1)  # [B*M, Lq, P, 2]
         sampled.append(F.grid_sample(value, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
     weights = weights.transpose([0, 2, 1, 3, 4]).reshape([-1, 1, num_queries, levels * points])
@@ -92,11 +114,7 @@ class MSDeformableAttention(nn.Layer):
             float32 [B, Lq, C].
         """
         heads, levels, points = self.num_heads, self.num_levels, self.num_points
-        head_dim = self.embed_dim // heads
-        values: List[paddle.Tensor] = []
-        for level, size in zip(memory, level_sizes):
-            value = self.value_proj(level).transpose([0, 2, 1])  # [B, C, H*W]
-            values.append(value.reshape([-1, head_dim, size[0], size[1]]))
+        values: List[paddle.Tensor] = [self.value_proj(level) for level in memory]  # [B, H*W, C]
         num_queries = query.shape[1]
         offsets = self.sampling_offsets(query).reshape([-1, num_queries, heads, levels, points, 2])
         weights = self.attention_weights(query).reshape([-1, num_queries, heads, levels * points])
@@ -104,4 +122,4 @@ class MSDeformableAttention(nn.Layer):
         centre = reference_boxes[:, :, None, :, None, :2]
         half_size = reference_boxes[:, :, None, :, None, 2:] * 0.5
         locations = centre + offsets / points * half_size
-        return self.output_proj(deformable_sample(values, locations, weights))
+        return self.output_proj(deformable_sample(values, level_sizes, locations, weights))
