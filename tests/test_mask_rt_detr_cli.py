@@ -1,5 +1,7 @@
 """Mask-RT-DETR through main.py: train 2 iterations -> evaluate -> predict -> export -> predict with the
-exported model (configs/demo_mask_rt_detr.yaml, narrowed further, on a generated 96 px dataset)."""
+exported model (configs/demo_mask_rt_detr.yaml, narrowed further, on a generated 96 px dataset). Training,
+evaluation and dynamic prediction sample with the compiled deformable attention operator, the exported
+model with grid_sample."""
 import json
 import os
 import subprocess
@@ -34,6 +36,8 @@ def test_train_evaluate_predict_export_predict(tmp_path: Path) -> None:
     run("Global.mode=train", *common)
     trained = json.loads((out / "train_result.json").read_text())
     assert trained["done_flag"] is True and trained["steps_done"] == 2
+    # the decoder's deformable attention ran on the compiled CPU operator (on by default in eager mode)
+    assert "Compiled CPU operator instseg_ms_deform_attn in use" in (out / "train.log").read_text()
     weights = out / "best_model" / "best_model.pdparams"
     assert weights.exists()
 
