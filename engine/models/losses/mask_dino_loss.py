@@ -15,6 +15,7 @@ import paddle.nn.functional as F
 from ..heads.mask_rtdetr_transformer import TransformerOutput
 from ..ops.box_format import cxcywh_to_xyxy
 from ..ops.hungarian_matcher import HungarianMatcher, Match
+from ..ops.point_sample import grid_sample_points
 from .dice import linear_dice_loss
 from .iou import giou_loss
 from .varifocal import varifocal_loss_with_logits
@@ -139,8 +140,8 @@ class MaskDINOLoss:
                      num_gts: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
         """Point-sampled BCE and dice of matched mask logits [n, h, w] against 0/1 targets [n, H, W]."""
         grid = 2.0 * self._uncertain_points(src).unsqueeze(1) - 1.0  # [n, 1, P, 2]
-        src_points = F.grid_sample(src.unsqueeze(1), grid, align_corners=False).squeeze([1, 2])
-        target_points = F.grid_sample(target.unsqueeze(1), grid, align_corners=False).squeeze([1, 2]).detach()
+        src_points = grid_sample_points(src.unsqueeze(1), grid).squeeze([1, 2])
+        target_points = grid_sample_points(target.unsqueeze(1), grid).squeeze([1, 2]).detach()
         bce = F.binary_cross_entropy_with_logits(src_points, target_points, reduction="none")
         dice = linear_dice_loss(F.sigmoid(src_points), target_points)
         return bce.mean(1).sum() / num_gts, dice.sum() / num_gts
@@ -151,8 +152,7 @@ class MaskDINOLoss:
         masks = masks.detach()
         count = masks.shape[0]
         candidates = paddle.rand([count, 1, self.num_oversampled, 2])
-        logits = F.grid_sample(masks.unsqueeze(1), 2.0 * candidates - 1.0,
-                               align_corners=False).squeeze([1, 2])
+        logits = grid_sample_points(masks.unsqueeze(1), 2.0 * candidates - 1.0).squeeze([1, 2])
         _, index = paddle.topk(-logits.abs(), self.num_important, axis=1)
         points = paddle.take_along_axis(candidates.squeeze(1), index.unsqueeze(-1), axis=1, broadcast=True)
         num_random = self.num_points - self.num_important

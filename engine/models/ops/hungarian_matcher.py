@@ -14,6 +14,7 @@ from scipy.optimize import linear_sum_assignment
 
 from ..losses.iou import giou_loss
 from .box_format import cxcywh_to_xyxy
+from .point_sample import grid_sample_points
 
 Match = Tuple[paddle.Tensor, paddle.Tensor]  # (query indices int64 [n], gt indices int64 [n])
 
@@ -85,10 +86,10 @@ class HungarianMatcher:
                    counts: List[int]) -> paddle.Tensor:
         """float32 [B * Q, sum M_i]: mean point BCE + dice cost on points shared by an image's masks."""
         points = paddle.rand([masks.shape[0], 1, self.num_sample_points, 2]) * 2.0 - 1.0
-        pred = F.grid_sample(masks, points, align_corners=False).squeeze(-2).flatten(0, 1)  # [B*Q, P]
+        pred = grid_sample_points(masks, points).squeeze(-2).flatten(0, 1)  # [B*Q, P]
         per_gt = paddle.concat([p.unsqueeze(0).tile([n, 1, 1, 1]) for p, n in zip(points, counts) if n > 0])
         target = paddle.concat(list(gt_masks)).unsqueeze(1).astype("float32")
-        target = F.grid_sample(target, per_gt, align_corners=False).squeeze([1, 2])  # [N, P]
+        target = grid_sample_points(target, per_gt).squeeze([1, 2])  # [N, P]
         on = F.binary_cross_entropy_with_logits(pred, paddle.ones_like(pred), reduction="none")
         off = F.binary_cross_entropy_with_logits(pred, paddle.zeros_like(pred), reduction="none")
         bce = (paddle.matmul(on, target, transpose_y=True)
