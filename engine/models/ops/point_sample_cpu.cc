@@ -47,7 +47,8 @@ void make_taps(const float* grid, int64_t n, int64_t points, int height, int wid
     const float x = (g[0] + 1.f) * half_w - 0.5f;
     const float y = (g[1] + 1.f) * half_h - 0.5f;
     // also rejects NaN and keeps the int conversions in range; past these bounds every corner is off
-    if (!(x >= -1.f && x < static_cast<float>(width) && y >= -1.f && y < static_cast<float>(height))) continue;
+    const bool near_x = x >= -1.f && x < static_cast<float>(width);
+    if (!(near_x && y >= -1.f && y < static_cast<float>(height))) continue;
     const float fx = std::floor(x), fy = std::floor(y);
     const int x0 = static_cast<int>(fx), y0 = static_cast<int>(fy);
     const float d_w = x - fx, d_e = (fx + 1.f) - x, d_n = y - fy, d_s = (fy + 1.f) - y;
