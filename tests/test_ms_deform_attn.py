@@ -4,9 +4,7 @@ locations and weights on random shapes (several levels of different sizes, B > 1
 on their borders), thread-count independence, the fallbacks (static graphs, the switches, float64, a failed
 build) and the attention layer using it. The first test in a fresh cache compiles the operator (~10-60 s).
 """
-import ctypes
 import logging
-from pathlib import Path
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -15,17 +13,14 @@ import pytest
 
 from engine.models.ops import ms_deform_attn
 from engine.models.ops.ms_deform_attn import MSDeformableAttention, deformable_sample, grid_sample_formulation
+from compiled_op_helpers import count_calls, forbid, paddle_threads, require_built
 
 NATIVE = ms_deform_attn.NATIVE
 
 
 @pytest.fixture(scope="module")
 def native():
-    """The compiled operator; a build failure fails the tests that need it, with the compiler's reason."""
-    op = NATIVE.load()
-    if op is None:
-        pytest.fail(f"native ms_deform_attn did not build: {NATIVE.state['error']}")
-    return op
+    return require_built(NATIVE)
 
 
 def _case(seed: int, batch: int, heads: int, head_dim: int, queries: int, points: int,
@@ -77,21 +72,15 @@ def test_matches_grid_sample_forward_and_gradients(native, case: int) -> None:
     assert np.any(ours[-2] != 0) and np.any(ours[-2] == 0)  # points on the maps get a gradient, off them none
 
 
-def _paddle_threads() -> int:
-    """Paddle's CPU thread count (no getter in Paddle: ask the OpenMP runtime it sets)."""
-    libs = Path(paddle.__file__).resolve().parent / "libs"
-    return ctypes.CDLL(str(libs / "libiomp5.so")).omp_get_max_threads()
-
-
 def test_results_do_not_depend_on_the_thread_count(native) -> None:
     batch, heads, head_dim, queries, points, sizes = CASES[0]
     arrays = _case(5, batch, heads, head_dim, queries, points, sizes)
-    before = _paddle_threads()
+    before = paddle_threads()
     runs = []
     try:
         for threads in (1, 2, 2):
             paddle.base.core.set_num_threads(threads)
-            assert _paddle_threads() == threads
+            assert paddle_threads() == threads
             runs.append(_run(deformable_sample, arrays, sizes))
     finally:
         paddle.base.core.set_num_threads(before)
@@ -110,11 +99,7 @@ def test_bad_inputs_raise(native) -> None:
 
 @pytest.fixture
 def native_forbidden(native, monkeypatch):
-    """Make any use of the compiled operator an error (to prove the grid_sample formulation was taken)."""
-    def forbidden(*args):
-        raise AssertionError("the compiled operator was used")
-
-    monkeypatch.setitem(NATIVE.state, "op", forbidden)
+    forbid(NATIVE, monkeypatch)
 
 
 def _small():
@@ -178,9 +163,7 @@ def test_attention_layer_same_with_and_without_the_operator(native, monkeypatch)
     memory = [paddle.to_tensor(rng.standard_normal((2, h * w, 32)).astype("float32"))
               for h, w in ((8, 6), (4, 3))]
     sizes = [paddle.to_tensor([8, 6], "int32"), paddle.to_tensor([4, 3], "int32")]
-    calls = []
-    real = NATIVE.state["op"]
-    monkeypatch.setitem(NATIVE.state, "op", lambda *a: calls.append(1) or real(*a))
+    calls = count_calls(NATIVE, monkeypatch)
     results = []
     for switch in ("1", "0"):
         monkeypatch.setenv(NATIVE.switch, switch)

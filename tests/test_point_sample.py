@@ -9,17 +9,14 @@ import pytest
 
 from engine.models.ops import point_sample
 from engine.models.ops.point_sample import grid_sample_points
+from compiled_op_helpers import count_calls, forbid, require_built
 
 NATIVE = point_sample.NATIVE
 
 
 @pytest.fixture(scope="module")
 def native():
-    """The compiled operator; a build failure fails the tests that need it, with the compiler's reason."""
-    op = NATIVE.load()
-    if op is None:
-        pytest.fail(f"native point_sample did not build: {NATIVE.state['error']}")
-    return op
+    return require_built(NATIVE)
 
 
 def _case(seed: int, n: int, c: int, h: int, w: int, ho: int, wo: int):
@@ -56,11 +53,7 @@ def test_matches_grid_sample_values_and_gradient(native, shape) -> None:
 
 @pytest.fixture
 def native_forbidden(native, monkeypatch):
-    """Make any use of the compiled operator an error (to prove grid_sample was taken)."""
-    def forbidden(*args):
-        raise AssertionError("the compiled operator was used")
-
-    monkeypatch.setitem(NATIVE.state, "op", forbidden)
+    forbid(NATIVE, monkeypatch)
 
 
 def test_grid_with_gradient_uses_grid_sample(native_forbidden) -> None:
@@ -91,9 +84,7 @@ def test_matcher_and_mask_loss_sample_with_the_operator(native, monkeypatch) -> 
     rng = np.random.default_rng(3)
     masks = paddle.to_tensor(rng.standard_normal((2, 5, 16, 16)).astype("float32"), stop_gradient=False)
     gt = [paddle.to_tensor(rng.uniform(0, 1, (n, 64, 64)) > 0.5).astype("float32") for n in (2, 1)]
-    calls = []
-    real = NATIVE.state["op"]
-    monkeypatch.setitem(NATIVE.state, "op", lambda *a: calls.append(1) or real(*a))
+    calls = count_calls(NATIVE, monkeypatch)
     results = []
     for switch in ("1", "0"):
         monkeypatch.setenv(NATIVE.switch, switch)

@@ -2,9 +2,7 @@
 forward and gradient on awkward RoIs, the fallbacks (static graphs, INSTSEG_NATIVE_ROI_ALIGN=0 or
 INSTSEG_NATIVE_OPS=0, a failed build) and RoIAlign._pool using it. The first test in a fresh cache
 compiles the operator (~10 s)."""
-import ctypes
 import logging
-from pathlib import Path
 
 import numpy as np
 import paddle
@@ -13,17 +11,14 @@ import pytest
 
 from engine.models.ops import roi_align_fast
 from engine.models.ops.roi_align import RoIAlign
+from compiled_op_helpers import count_calls, forbid, paddle_threads, require_built
 
 SCALE = 0.5  # feature stride 2: boxes in input pixels, map 12 x 15 covers 24 x 30 px
 
 
 @pytest.fixture(scope="module")
 def native():
-    """The compiled operator; a build failure fails the tests that need it, with the compiler's reason."""
-    op = roi_align_fast.native_op()
-    if op is None:
-        pytest.fail(f"native roi_align did not build: {roi_align_fast.OP.state['error']}")
-    return op
+    return require_built(roi_align_fast.OP)
 
 
 def _boxes(rng: np.random.Generator, count: int, aligned: bool) -> np.ndarray:
@@ -97,20 +92,14 @@ def test_no_rois_and_int64_counts(native) -> None:
                                    vops.roi_align(x, boxes, counts, 3, 0.25, 0, False).numpy(), atol=1e-6)
 
 
-def _paddle_threads() -> int:
-    """Paddle's CPU thread count (no getter in Paddle: ask the OpenMP runtime it sets)."""
-    libs = Path(paddle.__file__).resolve().parent / "libs"
-    return ctypes.CDLL(str(libs / "libiomp5.so")).omp_get_max_threads()
-
-
 def test_gradient_is_deterministic_across_thread_counts(native) -> None:
     feat, boxes, counts = _case(3, False)
-    before = _paddle_threads()
+    before = paddle_threads()
     grads = []
     try:
         for threads in (1, 2, 2):
             paddle.base.core.set_num_threads(threads)
-            assert _paddle_threads() == threads
+            assert paddle_threads() == threads
             grads.append(_run(roi_align_fast.roi_align, feat, boxes, counts, 7, 0, False)[1])
     finally:
         paddle.base.core.set_num_threads(before)
@@ -129,11 +118,7 @@ def test_bad_inputs_raise(native) -> None:
 
 @pytest.fixture
 def native_forbidden(native, monkeypatch):
-    """Make any use of the compiled operator an error (to prove a fallback was taken)."""
-    def forbidden(*args):
-        raise AssertionError("the compiled operator was used")
-
-    monkeypatch.setitem(roi_align_fast.OP.state, "op", forbidden)
+    forbid(roi_align_fast.OP, monkeypatch)
 
 
 def _inputs():
@@ -199,9 +184,7 @@ def test_roialign_pool_uses_native(native, monkeypatch) -> None:
     rois = paddle.to_tensor([[0, 0, 20, 24], [10, 10, 60, 60], [5, 3, 40, 30], [0, 0, 64, 64]], "float32")
     num = paddle.to_tensor([2, 2], "int32")
     align = RoIAlign(7, [1 / 4, 1 / 8], canonical_level=3, canonical_size=32)
-    calls = []
-    real = roi_align_fast.OP.state["op"]
-    monkeypatch.setitem(roi_align_fast.OP.state, "op", lambda *a: calls.append(1) or real(*a))
+    calls = count_calls(roi_align_fast.OP, monkeypatch)
     ours = align(feats, rois, num)
     (g_ours,) = paddle.grad([ours.sum()], [feats[0]])
     assert len(calls) == 2  # both levels
