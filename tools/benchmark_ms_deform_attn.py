@@ -17,13 +17,13 @@ A decoder runs this once per layer (6 layers for S).
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from op_timing import median_forward_backward_ms  # noqa: E402 (next to this script)
 
 CASES = {  # name: (batch, queries, map sides (H = W) per level)
     "train": (2, 400, (40, 20, 10)),
@@ -94,15 +94,13 @@ def main() -> None:
                  for name, fn in sides.items()}
         diff = max(float(np.abs(a.numpy() - b.numpy()).max()) for a, b in zip(*first.values()))
         del first
-        times: Dict[str, List[Tuple[float, float]]] = {name: [] for name in sides}
-        for rep in range(args.repeats):
-            for name in (list(sides) if rep % 2 == 0 else list(sides)[::-1]):
-                fwd_s, bwd_s, _ = _step(sides[name], values, sizes, locations, weights, upstream)
-                times[name].append((fwd_s, bwd_s))
+        medians = median_forward_backward_ms(
+            lambda name: _step(sides[name], values, sizes, locations, weights, upstream)[:2],
+            list(sides), args.repeats)
         batch, queries, maps = CASES[case]
         cells = [f"{case}: batch {batch}, {queries} queries, maps {'/'.join(f'{s}x{s}' for s in maps)}"]
         for what, index in (("fwd", 0), ("bwd", 1)):
-            ms = {name: statistics.median(t[index] for t in times[name]) * 1e3 for name in sides}
+            ms = {name: medians[name][index] for name in sides}
             cells.append(f"{what} grid_sample {ms['grid_sample']:7.1f} ms ours {ms['ours']:6.2f} ms "
                          f"x{ms['grid_sample'] / ms['ours']:.0f}")
         cells.append(f"max |diff| {diff:.1e}")

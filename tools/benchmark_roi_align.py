@@ -15,13 +15,13 @@ medians are printed with the ratio Paddle / ours (> 1: ours is faster).
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from op_timing import median_forward_backward_ms  # noqa: E402 (next to this script)
 
 LEVELS = {  # name: (feature side, RoI count, smallest and largest RoI side in px, spatial scale)
     "P2": (80, 700, 8, 112, 0.25),
@@ -92,13 +92,11 @@ def main() -> None:
         out_diff = float(np.abs(first["paddle"][2].numpy() - first["ours"][2].numpy()).max())
         grad_diff = float(np.abs(first["paddle"][3].numpy() - first["ours"][3].numpy()).max())
         del first
-        times: Dict[str, List[Tuple[float, float]]] = {name: [] for name in sides}
-        for rep in range(args.repeats):
-            for name in (list(sides) if rep % 2 == 0 else list(sides)[::-1]):
-                fwd_s, bwd_s, _, _ = _step(sides[name], feat, boxes, num, upstream, args.output_size, scale)
-                times[name].append((fwd_s, bwd_s))
-        fwd = {name: statistics.median(t[0] for t in times[name]) * 1e3 for name in sides}
-        bwd = {name: statistics.median(t[1] for t in times[name]) * 1e3 for name in sides}
+        medians = median_forward_backward_ms(
+            lambda name: _step(sides[name], feat, boxes, num, upstream, args.output_size, scale)[:2],
+            list(sides), args.repeats)
+        fwd = {name: ms[0] for name, ms in medians.items()}
+        bwd = {name: ms[1] for name, ms in medians.items()}
         _, count, smallest, largest, _ = LEVELS[level]
         cells = [f"{level} {list(feat.shape)} {count} RoIs {smallest}..{largest}px"]
         for what, ms in (("fwd", fwd), ("bwd", bwd)):
