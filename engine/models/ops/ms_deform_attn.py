@@ -40,7 +40,7 @@ def deformable_sample(values: Sequence[paddle.Tensor], level_sizes: Sequence[pad
     """
     if NATIVE.usable(locations, weights, *values):
         batch, heads = locations.shape[0], locations.shape[2]
-        # all levels as one [B, S, M, D] tensor, the operator's channel-contiguous layout (a view per head)
+        # all levels as one [B, S, M, D] tensor (S = every level's positions): the layout the operator reads
         value = paddle.concat(list(values), 1).reshape([batch, -1, heads, values[0].shape[2] // heads])
         return NATIVE.state["op"](value, paddle.stack(list(level_sizes)), locations, weights)
     return grid_sample_formulation(values, level_sizes, locations, weights)
