@@ -190,3 +190,11 @@ def test_create_model_passes_use_hpip_to_the_exported_predictor(exported, monkey
     assert model.choice.use_hpip is True and model.run_mode == hp.choose_run_mode(None, "cpu", True).run_mode
     plain = create_model(model_dir=str(out), model_name_or_model_dir="x", cpu_threads=1)
     assert plain.choice.use_hpip is False
+
+
+def test_benchmark_tools_name_use_hpips_choice_hpip(exported, monkeypatch) -> None:  # noqa: F811
+    _, _, out, _ = exported
+    machine(monkeypatch, bf16=False, onednn=paddle.base.core.is_compiled_with_mkldnn())
+    assert hp.predictor_options("mkldnn_bf16") == {"run_mode": "mkldnn_bf16"}
+    deploy = DeployPredictor(out, device="cpu", cpu_threads=1, **hp.predictor_options(hp.HPIP))
+    assert deploy.choice == hp.choose_run_mode("auto", "cpu", True, "rcnn")

@@ -42,6 +42,10 @@ HPIP_NEEDS_EXPORT = ("use_hpip runs exported models only (it picks a Paddle Infe
                      "model first (-o Global.mode=export, or use <output>/best_model/inference written by "
                      "training) and pass {where}.")
 
+# what the benchmark tools call use_hpip's choice next to the run modes (`--run-mode auto hpip` times the
+# default and the high-performance choice side by side)
+HPIP = "hpip"
+
 logger = logging.getLogger("instseg")
 
 
@@ -98,6 +102,11 @@ class RunChoice:
     def describe(self) -> str:
         return (f"run_mode {self.run_mode} ({self.backend} {self.precision} on {self.device}"
                 f"{', use_hpip' if self.use_hpip else ''}): {self.reason}")
+
+
+def predictor_options(name: str) -> Dict[str, object]:
+    """DeployPredictor keywords for a run mode name, or for HPIP (use_hpip's choice)."""
+    return {"run_mode": "auto", "use_hpip": True} if name == HPIP else {"run_mode": name}
 
 
 def onednn_available() -> bool:
