@@ -15,7 +15,6 @@ import paddle
 import yaml
 from paddle import inference as paddle_infer
 
-from engine.config.model_names import MODEL_FAMILIES
 from engine.data.preprocess import Preprocess
 from engine.deployment.high_performance import RunChoice, choose_run_mode, is_onednn
 from engine.errors import ConfigError, WeightsError
@@ -121,6 +120,14 @@ def build_config(model_file: Path, params: Path, device: Optional[str], cpu_thre
     return config
 
 
+def _family(model_name: Any) -> Optional[str]:
+    """The model family of `model_name` (use_hpip's accuracy table is per family). Imported here only:
+    a deployment without use_hpip loads no config code (tests/test_export.py)."""
+    from engine.config.model_names import MODEL_FAMILIES
+
+    return MODEL_FAMILIES.get(str(model_name))
+
+
 def is_onednn_rejection(exc: BaseException) -> bool:
     """True for the error Paddle 3.3.1's oneDNN kernels raise on zero-size tensors (nothing else)."""
     return type(exc) is RuntimeError and str(exc).strip() == ONEDNN_ZERO_SIZE_ERROR
@@ -158,7 +165,7 @@ class DeployPredictor(BasePredictor):
         self._build = (model_file, params, device, cpu_threads)
         if _device(device)[0] == "cpu":
             keep_freed_memory()
-        family = MODEL_FAMILIES.get(str(self.model_name))
+        family = _family(self.model_name) if use_hpip else None
         self.choice: RunChoice = choose_run_mode(run_mode, _device(device)[0], use_hpip, family)
         logger.info("%s (%s): %s", self.model_dir, self.model_name, self.choice.describe())
         self.run_mode = self.choice.run_mode
