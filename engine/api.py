@@ -41,6 +41,7 @@ def create_model(
     threshold: Optional[float] = None,
     weight_path: Optional[Union[str, Path]] = None,
     config_overrides: Sequence[str] = (),
+    use_hpip: bool = False,
     **deploy_kwargs: Any,
 ) -> Any:
     """A predictor with ``predict(input, batch_size=1, threshold=None)`` (a generator of results).
@@ -52,16 +53,25 @@ def create_model(
         threshold: default score threshold (predict()'s argument overrides it).
         weight_path: dynamic-graph ``.pdparams`` for a model name.
         config_overrides: ``Key.sub=value`` overrides for a model name's config.
+        use_hpip: high-performance mode (PaddleX's name): the fastest run mode validated for this machine
+            and the model's family (engine.deployment.high_performance); exported models only, an
+            explicit ``run_mode`` wins. The choice is logged and each result's JSON records it.
         deploy_kwargs: passed to DeployPredictor (``cpu_threads``, ``run_mode``).
     """
     target = Path(model_dir) if model_dir is not None else Path(str(model_name_or_model_dir))
     if model_dir is not None or (target.is_dir() and (target / "inference.yml").is_file()):
         from engine.deployment.inference import DeployPredictor
 
+        if use_hpip:
+            deploy_kwargs["use_hpip"] = True
         return DeployPredictor(str(target), device=device, threshold=threshold, **deploy_kwargs)
     if target.is_dir():
         raise ConfigError(f"{target} is a directory without inference.yml; export a model into it first "
                           f"(-o Global.mode=export) or pass a model name")
+    if use_hpip:
+        from engine.deployment.high_performance import HPIP_NEEDS_EXPORT
+
+        raise ConfigError(HPIP_NEEDS_EXPORT.format(where="model_dir=<export dir>"))
     if deploy_kwargs:
         raise ConfigError(f"options {sorted(deploy_kwargs)} apply to exported models only")
     overrides = list(config_overrides)

@@ -154,8 +154,12 @@ def test_predict_mode_with_model_dir_uses_deploy_predictor(monkeypatch, tmp_path
     from engine.prediction.predictor import run
 
     class FakeDeploy:
-        def __init__(self, model_dir, device=None, threshold=None, cpu_threads=None, run_mode="paddle"):
-            self.args = (model_dir, threshold, run_mode)
+        def __init__(self, model_dir, device=None, threshold=None, cpu_threads=None, run_mode="paddle",
+                     use_hpip=False):
+            self.args = (model_dir, threshold, run_mode, use_hpip)
+
+        def run_info(self):
+            return {"run_mode": self.args[2], "use_hpip": self.args[3]}
 
         def predict(self, input, batch_size=1, threshold=None):
             yield InstanceSegResult(str(tmp_path / "q.png"), _img(), [], [])
@@ -166,6 +170,7 @@ def test_predict_mode_with_model_dir_uses_deploy_predictor(monkeypatch, tmp_path
                                                f"Predict.model_dir={tmp_path}", "Predict.threshold=0.7"])
     summary = run(cfg)
     assert summary["model"] == str(tmp_path) and summary["results"][0]["num_instances"] == 0
+    assert summary["inference"] == {"run_mode": "auto", "use_hpip": False}
     assert (out / "predict" / "q_res.json").is_file() and (out / "predict" / "q_res.png").is_file()
 
 

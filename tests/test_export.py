@@ -321,7 +321,9 @@ def test_cli_export_then_predict_directory(demo_weights):
     in_process = DeployPredictor(tmp / "out" / "inference", device="cpu")
     for stem, suffix in (("x", ".jpg"), ("y", ".png")):
         saved = json.loads((tmp / "pred" / "predict" / f"{stem}_res.json").read_text())
-        assert set(saved) == {"input_path", "page_index", "boxes", "masks"}  # InstanceSegResult.json["res"]
+        # InstanceSegResult.json["res"]; exported models also say how they ran
+        assert set(saved) == {"input_path", "page_index", "boxes", "masks", "inference"}
+        assert saved["inference"] == in_process.run_info() and saved["inference"]["use_hpip"] is False
         assert saved["input_path"] == str(inputs / f"{stem}{suffix}") and saved["page_index"] is None
         expected = next(in_process.predict(str(inputs / f"{stem}{suffix}"), threshold=0.0))
         assert len(saved["boxes"]) == len(expected.boxes) > 0 and len(saved["masks"]) == len(saved["boxes"])

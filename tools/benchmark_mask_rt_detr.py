@@ -11,7 +11,8 @@ side's peak resident memory.
         --ppdet-root /work/peer --ppdet-python /work/peer/.venv/bin/python
 
 `--exported` adds ours exported (engine.deployment.exporter) and run by Paddle Inference (DeployPredictor,
-`--run-mode`, default auto = oneDNN on CPU) for inference. Without `--ppdet-root` only ours runs.
+`--run-mode`, default auto = oneDNN on CPU) for inference; `--run-mode auto hpip` times the default and
+use_hpip's choice side by side (as tools/benchmark_rcnn.py). Without `--ppdet-root` only ours runs.
 """
 import argparse
 import json
@@ -25,7 +26,8 @@ from typing import Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
-from benchmark_rcnn import _time  # noqa: E402  (warm-up, then `repeats` timed calls)
+from benchmark_rcnn import _exported_label, _time  # noqa: E402  (warm-up, then `repeats` timed calls)
+from engine.deployment.high_performance import HPIP, RUN_MODES  # noqa: E402
 from ppdet_detr_parity import loss_batch, our_train_inputs, ppdet_model, ppdet_train_inputs  # noqa: E402
 
 
@@ -100,6 +102,7 @@ def _worker_exported(args) -> Dict:
     sys.path.insert(0, str(REPO))
     from engine.config.schema import InstSegConfig
     from engine.deployment.exporter import export_model
+    from engine.deployment.high_performance import predictor_options
     from engine.deployment.inference import DeployPredictor
 
     model = _our_model(args)
@@ -110,7 +113,7 @@ def _worker_exported(args) -> Dict:
         cfg.Global.dataset_dir = cfg.Global.output = tmp  # no annotations: generic label names
         export_model(model, cfg, os.path.join(tmp, "inference"))
         deploy = DeployPredictor(os.path.join(tmp, "inference"), device="cpu", cpu_threads=args.threads,
-                                 run_mode=args.run_mode)
+                                 **predictor_options(args.run_mode[0]))
         feeds = _inputs(args.size)
         outputs = deploy.predictor.get_output_names()
 
@@ -119,15 +122,16 @@ def _worker_exported(args) -> Dict:
             return {name: deploy.predictor.get_output_handle(h).copy_to_cpu()
                     for name, h in zip(deploy.output_names, outputs)}
         times = _time(run, args.repeats)
+        ran = deploy.run_info()
         return {"times": times, "detections": int(run()["bbox_num"].sum()),
-                "fallback": deploy._fallback is not None}
+                "fallback": deploy._fallback is not None, "ran": f"{ran['run_mode']} {ran['precision']}"}
 
 
-def _spawn(python: str, args, side: str, task: str) -> Dict:
+def _spawn(python: str, args, side: str, task: str, run_mode: str = "auto") -> Dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES="")
     cmd = [python, __file__, "--worker", side, "--task", task, "--model", args.model,
            "--weights", args.weights, "--threads", str(args.threads), "--repeats", str(args.repeats),
-           "--size", str(args.size), "--run-mode", args.run_mode]
+           "--size", str(args.size), "--run-mode", run_mode]
     if args.ppdet_root:
         cmd += ["--ppdet-root", args.ppdet_root]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -147,26 +151,30 @@ def _make_weights(model: str, path: str) -> None:
 
 
 def _measure(args, task: str) -> str:
-    sides = [("ours", sys.executable)]
-    sides += [("exported", sys.executable)] if args.exported and task == "infer" else []
-    sides += [("ppdet", args.ppdet_python)] if args.ppdet_root else []
-    best: Dict[str, List[float]] = {side: [] for side, _ in sides}
+    sides = [("ours", sys.executable, "auto")]
+    if args.exported and task == "infer":
+        sides += [(_exported_label(args.run_mode, m), sys.executable, m) for m in args.run_mode]
+    sides += [("ppdet", args.ppdet_python, "auto")] if args.ppdet_root else []
+    best: Dict[str, List[float]] = {side: [] for side, _, _ in sides}
     info: Dict[str, Dict] = {}
     for _ in range(args.rounds):
-        for side, python in sides:
-            res = _spawn(python, args, side, task)
+        for side, python, mode in sides:
+            res = _spawn(python, args, side.split("[")[0], task, mode)
             best[side].append(min(res["times"]))
             info[side] = res
     what = f"infer {args.size}x{args.size}" if task == "infer" else "train step batch 2 at 320px"
     line = f"{args.model} {what}"
-    for side, _ in sides:
-        extra = [f"{k} {info[side][k]}" for k in ("detections", "fallback") if k in info[side]]
+    for side, _, _ in sides:
+        extra = [f"{k} {info[side][k]}" for k in ("ran", "detections", "fallback") if k in info[side]]
         extra.append(f"peak {info[side]['peak_mb']:.0f} MB")
         line += f" | {side} {min(best[side]):.2f} s ({', '.join(extra)})"
     if "ppdet" in best:
         peer = min(best["ppdet"])
-        ratios = [f" | {side}/ppdet {min(best[side]) / peer:.2f}" for side, _ in sides if side != "ppdet"]
+        ratios = [f" | {side}/ppdet {min(best[side]) / peer:.2f}" for side, _, _ in sides if side != "ppdet"]
         line += "".join(ratios)
+    exported = [side for side, _, _ in sides if side.startswith("exported")]
+    line += "".join(f" | {side}/{exported[0]} {min(best[side]) / min(best[exported[0]]):.2f}"
+                    for side in exported[1:])
     return line + f" | threads {args.threads}"
 
 
@@ -179,7 +187,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=640, help="inference input size (square, multiple of 32)")
     parser.add_argument("--tasks", nargs="+", default=["infer", "train"], choices=["infer", "train"])
     parser.add_argument("--exported", action="store_true", help="also time ours on Paddle Inference (infer)")
-    parser.add_argument("--run-mode", default="auto", help="DeployPredictor run_mode for --exported")
+    parser.add_argument("--run-mode", nargs="+", default=["auto"], choices=[*RUN_MODES, HPIP],
+                        help="DeployPredictor run modes for --exported (hpip: what use_hpip picks); several "
+                             "are timed side by side")
     parser.add_argument("--ppdet-root", default=None)
     parser.add_argument("--ppdet-python", default=sys.executable)
     parser.add_argument("--worker", choices=["ours", "ppdet", "exported"], help=argparse.SUPPRESS)

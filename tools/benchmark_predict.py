@@ -2,6 +2,8 @@
 
     python tools/benchmark_predict.py --model MaskRCNN-ResNet50-FPN --threads 2 --repeat 3 [--run-mode paddle]
 
+`--run-mode` is a DeployPredictor run mode or `hpip` (what use_hpip picks on this machine).
+
 Builds the model with 80 classes and seeded random weights (no pretrained weights are available offline),
 raises one class's score bias so every image yields the full keep_top_k detections (the worst case for the
 mask branch), exports it, and times `DeployPredictor.raw` against the dynamic graph's forward on the same
@@ -22,7 +24,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--run-mode", default="paddle",
-                        help="DeployPredictor run_mode (paddle = oneDNN on CPU)")
+                        help="DeployPredictor run_mode (paddle, mkldnn, mkldnn_bf16, ...) or hpip (use_hpip)")
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--width", type=int, default=1333)
     args = parser.parse_args()
@@ -36,6 +38,7 @@ def main() -> None:
 
     from engine.config.schema import InstSegConfig
     from engine.deployment.exporter import export_model
+    from engine.deployment.high_performance import predictor_options
     from engine.deployment.inference import DeployPredictor
     from engine.models.zoo import build_model
 
@@ -60,7 +63,7 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
-    deploy = DeployPredictor(out, device="cpu", cpu_threads=args.threads, run_mode=args.run_mode)
+    deploy = DeployPredictor(out, device="cpu", cpu_threads=args.threads, **predictor_options(args.run_mode))
     feeds = deploy.preprocessor.batch([image])
     inputs = [paddle.to_tensor(feeds[k]) for k in ("image", "im_shape", "scale_factor")]
 
@@ -80,7 +83,8 @@ def main() -> None:
     box_err = float(np.abs(dep_out["bbox"] - dyn_out["bbox"]).max()) if same else float("nan")
     mask_diff = float(np.mean(dep_out["mask"] != dyn_out["mask"])) if same else float("nan")
     print(f"model {args.model}, input {feeds['image'].shape[2:]} (from {args.height}x{args.width}), "
-          f"threads {args.threads}, run_mode {args.run_mode}, export {export_s:.1f} s")
+          f"threads {args.threads}, run_mode {args.run_mode} -> {deploy.run_mode} {deploy.choice.precision}, "
+          f"export {export_s:.1f} s")
     print(f"detections: deploy {dep_out['bbox_num'].tolist()}, dynamic {dyn_out['bbox_num'].tolist()}; "
           f"max |box diff| {box_err:.4f} px, mask pixels differing {mask_diff:.2e}")
     print(f"dynamic graph: {dyn_s:.2f} s/img (runs {', '.join(f'{r:.2f}' for r in dyn_runs)})")

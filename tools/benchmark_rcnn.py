@@ -18,6 +18,11 @@ data loader makes them), ours computes them inside the step.
 
 `--exported` adds a third side for inference: ours exported (engine.deployment.exporter) and run by Paddle
 Inference (engine.deployment.inference.DeployPredictor, `--run-mode`), fed the same preprocessed input.
+`--run-mode` takes run modes (auto, paddle, mkldnn, mkldnn_bf16, ...) and `hpip` (what use_hpip picks on
+this machine); several make one exported side each, timed alternately with the others, each reporting the
+run mode and precision that ran, and their time ratios to the first:
+
+    python tools/benchmark_rcnn.py --threads 2 --detections 16 --tasks infer --exported --run-mode auto hpip
 
 `--ppdet-root` is a checkout of PaddleDetection develop (not committed here); without it only ours
 runs. PaddleDetection's side needs numpy<2 in its own environment, hence `--ppdet-python`.
@@ -36,6 +41,8 @@ from pathlib import Path
 from typing import Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from engine.deployment.high_performance import HPIP, RUN_MODES  # noqa: E402  (no Paddle import)
 PPDET_CONFIGS = {
     "MaskRCNN-ResNet50-FPN": "configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.yml",
     "MaskRCNN-ResNet50": "configs/mask_rcnn/mask_rcnn_r50_1x_coco.yml",
@@ -246,6 +253,7 @@ def _worker_exported(args) -> Dict:
     sys.path.insert(0, str(REPO))
     from engine.config.schema import InstSegConfig
     from engine.deployment.exporter import export_model
+    from engine.deployment.high_performance import predictor_options
     from engine.deployment.inference import DeployPredictor
     from engine.models.zoo import build_model
 
@@ -260,7 +268,7 @@ def _worker_exported(args) -> Dict:
         cfg.Global.dataset_dir = cfg.Global.output = tmp  # no annotations: generic label names
         export_model(model, cfg, os.path.join(tmp, "inference"))
         deploy = DeployPredictor(os.path.join(tmp, "inference"), device="cpu", cpu_threads=args.threads,
-                                 run_mode=args.run_mode)
+                                 **predictor_options(args.run_mode[0]))
         h, w = args.size
         feeds = {"image": _image(h, w), "im_shape": np.array([[h, w]], "float32"),
                  "scale_factor": np.array([[1.0, 1.0]], "float32")}
@@ -271,9 +279,14 @@ def _worker_exported(args) -> Dict:
             return {name: deploy.predictor.get_output_handle(h).copy_to_cpu()
                     for name, h in zip(deploy.output_names, outputs)}
 
-        result: Dict = {"side": "exported", "times": _time(run, args.repeats)}
+        result: Dict = {"side": "exported", "times": _time(run, args.repeats), "ran": deploy.run_info()}
         result["detections"] = int(run()["bbox_num"].sum())
     return result
+
+
+def _exported_label(modes: List[str], mode: str) -> str:
+    """The exported side's name: `exported`, or `exported[<mode>]` when several run modes are timed."""
+    return "exported" if len(modes) == 1 else f"exported[{mode}]"
 
 
 def _box_masks(boxes, size: int):
@@ -340,7 +353,7 @@ def _ppyoloe_weights(state: Dict, detections: bool) -> None:
             state[name] = value * (300.0 if "pred_ins" in name else 3000.0)
 
 
-def _spawn(python: str, args, side: str, task: str, keep_top_k: int) -> Dict:
+def _spawn(python: str, args, side: str, task: str, keep_top_k: int, run_mode: str = "auto") -> Dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES="")
     if args.no_malloc_tuning:
         env["INSTSEG_MALLOC_TUNING"] = "0"
@@ -356,7 +369,7 @@ def _spawn(python: str, args, side: str, task: str, keep_top_k: int) -> Dict:
         cmd += ["--ppdet-root", args.ppdet_root]
     if args.onednn and side == "ours":
         cmd += ["--onednn"]
-    cmd += ["--run-mode", args.run_mode]
+    cmd += ["--run-mode", run_mode]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{side} {task} worker failed:\n{out.stderr[-3000:]}")
@@ -384,8 +397,9 @@ def main() -> None:
                              "(INSTSEG_MALLOC_TUNING=0)")
     parser.add_argument("--ppdet-malloc-tuning", action="store_true",
                         help="PaddleDetection with the same glibc malloc settings (environment variables)")
-    parser.add_argument("--run-mode", default="auto",
-                        help="DeployPredictor run_mode for --exported (auto: oneDNN on CPU)")
+    parser.add_argument("--run-mode", nargs="+", default=["auto"], choices=[*RUN_MODES, HPIP],
+                        help="DeployPredictor run modes for --exported (auto: oneDNN on CPU; hpip: what "
+                             "use_hpip picks); several are timed side by side")
     parser.add_argument("--worker", choices=["ours", "ppdet", "exported"], help=argparse.SUPPRESS)
     parser.add_argument("--task", default="infer", help=argparse.SUPPRESS)
     parser.add_argument("--weights", default=None, help=argparse.SUPPRESS)
@@ -402,27 +416,33 @@ def main() -> None:
             args.weights = os.path.join(tmp, f"weights_{task}_{k}.pdparams")
             _make_weights(args.model, args.weights, detections=k > 0)
             k = k or DEFAULT_KEEP_TOP_K[_family(args.model)]
-            sides = [("ours", sys.executable)]
-            sides += [("exported", sys.executable)] if args.exported and task == "infer" else []
-            sides += [("ppdet", args.ppdet_python)] if args.ppdet_root else []
-            best: Dict[str, List[float]] = {side: [] for side, _ in sides}
-            dets = {}
+            sides = [("ours", sys.executable, "auto")]
+            if args.exported and task == "infer":
+                sides += [(_exported_label(args.run_mode, m), sys.executable, m) for m in args.run_mode]
+            sides += [("ppdet", args.ppdet_python, "auto")] if args.ppdet_root else []
+            best: Dict[str, List[float]] = {side: [] for side, _, _ in sides}
+            dets, ran = {}, {}
             for _ in range(args.rounds):
-                for side, python in sides:
-                    res = _spawn(python, args, side, task, k)
+                for side, python, mode in sides:
+                    res = _spawn(python, args, side.split("[")[0], task, k, mode)
                     best[side].append(min(res["times"]))
-                    dets[side] = res.get("detections")
+                    dets[side], ran[side] = res.get("detections"), res.get("ran")
             setting = (f" {args.size[0]}x{args.size[1]} keep_top_k={k}" if task == "infer"
                        else f" batch {args.batch} at {args.train_size}px")
             line = f"{args.model} {task}" + setting
-            for side, _ in sides:
+            for side, _, _ in sides:
                 line += f" | {side} {min(best[side]):.2f} s"
                 if dets[side] is not None:
                     line += f" (detections {dets[side]})"
+                if ran[side]:
+                    line += f" ({ran[side]['run_mode']}: {ran[side]['backend']} {ran[side]['precision']})"
             if "ppdet" in best:
                 peer = min(best["ppdet"])
                 line += "".join(f" | {side}/ppdet {min(best[side]) / peer:.2f}"
-                                for side, _ in sides if side != "ppdet")
+                                for side, _, _ in sides if side != "ppdet")
+            exported = [side for side, _, _ in sides if side.startswith("exported")]
+            line += "".join(f" | {side}/{exported[0]} {min(best[side]) / min(best[exported[0]]):.2f}"
+                            for side in exported[1:])
             print(line + f" | threads {args.threads}", flush=True)
 
 

@@ -46,8 +46,9 @@ class CheckDatasetSection:
 
 @dataclass
 class KernelOptionSection:
-    # auto (mkldnn on CPU, paddle on GPU) | mkldnn (oneDNN) | paddle (Paddle's own kernels)
-    # | trt_fp32 | trt_fp16
+    # auto (mkldnn on CPU, paddle on GPU) | mkldnn (oneDNN fp32) | mkldnn_bf16 (oneDNN bf16; CPUs with
+    # AVX512_BF16 / AMX, else mkldnn with a warning) | paddle (Paddle's own kernels) | trt_fp32 | trt_fp16
+    # (GPU with TensorRT); exported models only. An explicit value wins over Predict.use_hpip.
     run_mode: str = "auto"
     cpu_threads: Optional[int] = None  # None = Global.cpu_threads
 
@@ -102,6 +103,9 @@ class PredictSection:
     weight_path: Optional[str] = None  # dygraph weights; default {output}/best_model/best_model.pdparams
     input: Optional[str] = None  # image, directory or URL
     threshold: Optional[float] = None  # None = the model's draw_threshold (0.5)
+    # high-performance mode (PaddleX's name): the fastest run mode validated for this machine and the model
+    # family (engine/deployment/high_performance.py); needs Predict.model_dir (an exported model)
+    use_hpip: bool = False
     kernel_option: KernelOptionSection = field(default_factory=KernelOptionSection)
 
 

@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, Tuple
 from omegaconf import DictConfig, OmegaConf
 
 from engine.config.schema import MODES
+from engine.deployment.high_performance import RUN_MODES
 from engine.config.suggest import did_you_mean
 from engine.errors import ConfigError
 
@@ -15,7 +16,7 @@ CHOICES: Dict[str, Tuple[Any, ...]] = {
     "Train.lr_scheduler": ("piecewise", "cosine", "constant"),
     "Train.optimizer": ("momentum", "adamw"),
     "Evaluate.backend": ("pycocotools", "fast"),
-    "Predict.kernel_option.run_mode": ("auto", "paddle", "mkldnn", "trt_fp32", "trt_fp16"),
+    "Predict.kernel_option.run_mode": RUN_MODES,
 }
 
 Rule = Tuple[Callable[[Any], bool], str]

@@ -16,6 +16,7 @@ import yaml
 from paddle import inference as paddle_infer
 
 from engine.data.preprocess import Preprocess
+from engine.deployment.high_performance import RunChoice, choose_run_mode, is_onednn
 from engine.errors import ConfigError, WeightsError
 from engine.prediction.base import BasePredictor
 from engine.runtime.device import onednn_flag
@@ -24,7 +25,6 @@ from engine.runtime.malloc_tuning import keep_freed_memory
 # newest inference.yml format this reader understands (engine.deployment.exporter writes it)
 FORMAT_VERSION = 1
 MODEL_FILES = ("inference.json", "inference.pdmodel")
-RUN_MODES = ("auto", "paddle", "mkldnn", "trt_fp32", "trt_fp16")
 # What Paddle 3.3.1 raises when a oneDNN kernel meets a zero-size tensor (softmax, scale, stack, matmul,
 # relu, conv, transpose... all alike, probed with exported graphs): a bare C++ std::exception surfacing as
 # RuntimeError with exactly this text. Paddle's own errors carry "(InvalidArgument) ..." style messages.
@@ -75,21 +75,17 @@ def _device(device: Optional[str]) -> Tuple[str, int]:
 
 
 def resolve_run_mode(run_mode: Optional[str], device: Optional[str]) -> str:
-    """The run mode `auto` (or None) stands for: mkldnn (oneDNN) on a CPU when Paddle is built with it,
-    else paddle. Other values are checked and returned as they are."""
-    if run_mode is None or run_mode == "auto":
-        on_cpu = _device(device)[0] == "cpu"
-        return "mkldnn" if on_cpu and paddle.base.core.is_compiled_with_mkldnn() else "paddle"
-    if run_mode not in RUN_MODES:
-        raise ConfigError(f"run_mode must be one of {', '.join(RUN_MODES)}, got {run_mode!r}.")
-    return run_mode
+    """The run mode that runs for `run_mode` (None = auto) on `device`
+    (engine.deployment.high_performance.choose_run_mode, without use_hpip)."""
+    return choose_run_mode(run_mode, _device(device)[0]).run_mode
 
 
 def build_config(model_file: Path, params: Path, device: Optional[str], cpu_threads: Optional[int],
                  run_mode: str) -> "paddle_infer.Config":
     """A Paddle Inference config: on CPU `cpu_threads` threads with oneDNN (run_mode mkldnn, what `auto`
-    picks) or Paddle's own kernels (paddle); GPU when asked or available; TensorRT only for run_mode
-    trt_* on a Paddle built with it.
+    picks; mkldnn_bf16 adds oneDNN's bf16 passes) or Paddle's own kernels (paddle); GPU when asked or
+    available; TensorRT (Paddle Inference's enable_tensorrt_engine) only for run_mode trt_* on a Paddle
+    built with it.
 
     oneDNN runs the exported MaskRCNN-ResNet50-FPN at 800x1333 in about half the time of Paddle's own
     kernels (BENCHMARKS.md). Paddle 3.3.1's oneDNN kernels fail on zero-size tensors (an exception, or for
@@ -102,19 +98,16 @@ def build_config(model_file: Path, params: Path, device: Optional[str], cpu_thre
     if kind == "gpu":
         config.enable_use_gpu(256, device_id)
         if run_mode.startswith("trt"):
-            if not paddle_infer.get_trt_compile_version() or paddle_infer.get_trt_compile_version()[0] == 0:
-                raise ConfigError(f"run_mode {run_mode} needs a Paddle built with TensorRT; use "
-                                  "run_mode=paddle.")
             precision_type = paddle_infer.PrecisionType
             precision = precision_type.Half if run_mode == "trt_fp16" else precision_type.Float32
             config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=1, min_subgraph_size=3,
                                           precision_mode=precision, use_static=False, use_calib_mode=False)
     else:
-        if run_mode.startswith("trt"):
-            raise ConfigError(f"run_mode {run_mode} needs a GPU; on CPU use run_mode=paddle or mkldnn.")
         config.disable_gpu()
-        if run_mode == "mkldnn":
+        if is_onednn(run_mode):
             config.enable_mkldnn()
+            if run_mode == "mkldnn_bf16":
+                config.enable_mkldnn_bfloat16()
         else:
             config.disable_mkldnn()
         config.set_cpu_math_library_num_threads(int(cpu_threads or os.cpu_count() or 1))
@@ -125,6 +118,14 @@ def build_config(model_file: Path, params: Path, device: Optional[str], cpu_thre
     # no enable_memory_optim(): with PIR programs (Paddle 3.3) it fails in create_predictor
     config.disable_glog_info()
     return config
+
+
+def _family(model_name: Any) -> Optional[str]:
+    """The model family of `model_name` (use_hpip's accuracy table is per family). Imported here only:
+    a deployment without use_hpip loads no config code (tests/test_export.py)."""
+    from engine.config.model_names import MODEL_FAMILIES
+
+    return MODEL_FAMILIES.get(str(model_name))
 
 
 def is_onednn_rejection(exc: BaseException) -> bool:
@@ -141,13 +142,18 @@ class DeployPredictor(BasePredictor):
         threshold: score threshold; None = inference.yml draw_threshold.
         cpu_threads: CPU math threads (None = all cores).
         run_mode: auto (default: mkldnn on CPU, paddle on GPU) | mkldnn (oneDNN on CPU; a batch it
-            rejects runs on Paddle's kernels) | paddle (Paddle's own kernels) | trt_fp32 | trt_fp16 (GPU
-            with TensorRT only).
+            rejects runs on Paddle's kernels) | mkldnn_bf16 (oneDNN bf16 on CPUs with AVX512_BF16 / AMX,
+            else mkldnn with a warning) | paddle (Paddle's own kernels) | trt_fp32 | trt_fp16 (GPU with
+            TensorRT only).
+        use_hpip: pick the fastest validated run mode for this machine and the model's family
+            (engine.deployment.high_performance); an explicit run_mode wins.
+
+    `choice` is the RunChoice made (logged once); each result's JSON carries `run_info()`.
     """
 
     def __init__(self, model_dir: Union[str, os.PathLike], device: Optional[str] = None,
                  threshold: Optional[float] = None, cpu_threads: Optional[int] = None,
-                 run_mode: Optional[str] = "auto") -> None:
+                 run_mode: Optional[str] = "auto", use_hpip: bool = False) -> None:
         self.info, model_file, params = read_inference_config(model_dir)
         self.model_dir = Path(model_dir)
         self.model_name = self.info.get("model_name")
@@ -159,9 +165,22 @@ class DeployPredictor(BasePredictor):
         self._build = (model_file, params, device, cpu_threads)
         if _device(device)[0] == "cpu":
             keep_freed_memory()
-        self.run_mode = resolve_run_mode(run_mode, device)
+        family = _family(self.model_name) if use_hpip else None
+        self.choice: RunChoice = choose_run_mode(run_mode, _device(device)[0], use_hpip, family)
+        logger.info("%s (%s): %s", self.model_dir, self.model_name, self.choice.describe())
+        self.run_mode = self.choice.run_mode
         self.predictor = self._create(self.run_mode)
         self._fallback: Any = None  # Paddle-kernel predictor for batches oneDNN cannot run
+        self._last_run_mode = self.run_mode
+
+    def run_info(self) -> Dict[str, Any]:
+        """Backend, precision, run mode, device and use_hpip of the last batch (a batch oneDNN rejected
+        ran on Paddle's kernels: run_mode paddle)."""
+        info = self.choice.as_json()
+        if self._last_run_mode != self.choice.run_mode:
+            fallback = RunChoice(self._last_run_mode, self.choice.device, self.choice.use_hpip, "")
+            info.update(fallback.as_json())
+        return info
 
     def default_threshold(self) -> Optional[float]:
         """inference.yml's draw_threshold."""
@@ -171,10 +190,11 @@ class DeployPredictor(BasePredictor):
     def raw(self, images: List[np.ndarray]) -> Dict[str, np.ndarray]:
         """The graph's outputs for BGR images: bbox [K, 6], bbox_num [N], mask [K, Hm, Wm]."""
         feeds = self.preprocessor.batch(images)
+        self._last_run_mode = self.run_mode
         try:
             predictor = self._run(self.predictor, self.run_mode, feeds)
         except RuntimeError as exc:
-            on_cpu_onednn = self.run_mode == "mkldnn" and _device(self._build[2])[0] == "cpu"
+            on_cpu_onednn = is_onednn(self.run_mode) and _device(self._build[2])[0] == "cpu"
             if not (on_cpu_onednn and is_onednn_rejection(exc)):
                 raise
             # Paddle 3.3's oneDNN kernels reject zero-size tensors (which exported R-CNN graphs avoid, but
@@ -185,17 +205,18 @@ class DeployPredictor(BasePredictor):
                                "run on Paddle's own CPU kernels (slower).", self.model_dir, str(exc)[:200])
                 self._fallback = self._create("paddle")
             predictor = self._run(self._fallback, "paddle", feeds)
+            self._last_run_mode = "paddle"
         outs = [predictor.get_output_handle(n).copy_to_cpu() for n in predictor.get_output_names()]
         return dict(zip(self.output_names, outs))
 
     def _create(self, run_mode: str) -> Any:
-        with onednn_flag(run_mode == "mkldnn"):
+        with onednn_flag(is_onednn(run_mode)):
             return paddle_infer.create_predictor(build_config(*self._build, run_mode))
 
     @staticmethod
     def _run(predictor: Any, run_mode: str, feeds: Dict[str, np.ndarray]) -> Any:
         for name in predictor.get_input_names():
             predictor.get_input_handle(name).copy_from_cpu(feeds[name])
-        with onednn_flag(run_mode == "mkldnn"):
+        with onednn_flag(is_onednn(run_mode)):
             predictor.run()
         return predictor

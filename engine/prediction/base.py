@@ -18,9 +18,11 @@ Item = Tuple[Optional[str], np.ndarray]
 
 
 def make_result(path: Optional[str], image: np.ndarray, bbox: np.ndarray, masks: Optional[np.ndarray],
-                threshold: float, labels: Sequence[str]) -> InstanceSegResult:
+                threshold: float, labels: Sequence[str],
+                inference: Optional[Dict[str, Any]] = None) -> InstanceSegResult:
     """One image's result from raw rows `(class, score, x1, y1, x2, y2)` [K, 6] in original pixels and
-    full-image masks [K, Hm, Wm] (cropped to the image): rows with score > threshold, boxes clipped."""
+    full-image masks [K, Hm, Wm] (cropped to the image): rows with score > threshold, boxes clipped;
+    `inference` (how the model ran) is recorded as is."""
     h, w = image.shape[:2]
     bbox = np.asarray(bbox, np.float32).reshape(-1, 6)
     keep = np.flatnonzero((bbox[:, 1] > threshold) & (bbox[:, 0] >= 0))
@@ -31,7 +33,7 @@ def make_result(path: Optional[str], image: np.ndarray, bbox: np.ndarray, masks:
     boxes = [{"cls_id": c, "label": labels[c] if c < len(labels) else str(c), "score": s, "coordinate": xy}
              for c, s, xy in zip(cls_ids, scores, coords)]
     kept = [] if masks is None else list(np.asarray(masks)[keep][:, :h, :w].astype(np.uint8))
-    return InstanceSegResult(path, image, boxes, kept)
+    return InstanceSegResult(path, image, boxes, kept, inference=inference)
 
 
 def batches(items: Iterator[Item], size: int) -> Iterator[List[Item]]:
@@ -60,6 +62,10 @@ class BasePredictor:
         """The model's own draw threshold (None = 0.5)."""
         return None
 
+    def run_info(self) -> Optional[Dict[str, Any]]:
+        """How the last batch ran (backend, precision, ...) for the results; None = not recorded."""
+        return None
+
     def resolve_threshold(self, threshold: Optional[float]) -> float:
         for value in (threshold, self.threshold, self.default_threshold()):
             if value is not None:
@@ -75,8 +81,9 @@ class BasePredictor:
         thr = self.resolve_threshold(threshold)
         for batch in batches(iter_inputs(input), int(batch_size)):
             out = self.raw([img for _, img in batch])
+            info = self.run_info()
             nums = np.asarray(out["bbox_num"]).astype(np.int64).reshape(-1)
             ends = np.cumsum(nums)
             for (path, img), lo, hi in zip(batch, ends - nums, ends):
                 masks = out["mask"][lo:hi] if "mask" in out else None
-                yield make_result(path, img, out["bbox"][lo:hi], masks, thr, self.labels)
+                yield make_result(path, img, out["bbox"][lo:hi], masks, thr, self.labels, info)

@@ -83,8 +83,13 @@ def _predictor(cfg: Any) -> Tuple[Any, str]:
         ko = cfg.Predict.kernel_option
         predictor = DeployPredictor(str(cfg.Predict.model_dir), device=cfg.Global.device,
                                     threshold=threshold, run_mode=ko.run_mode,
-                                    cpu_threads=ko.cpu_threads or cfg.Global.cpu_threads)
+                                    cpu_threads=ko.cpu_threads or cfg.Global.cpu_threads,
+                                    use_hpip=bool(cfg.Predict.use_hpip))
         return predictor, str(cfg.Predict.model_dir)
+    if cfg.Predict.use_hpip:
+        from engine.deployment.high_performance import HPIP_NEEDS_EXPORT
+
+        raise ConfigError(HPIP_NEEDS_EXPORT.format(where="-o Predict.model_dir=<export dir>"))
     from engine.runtime.device import setup_device
 
     setup_device(cfg)
@@ -112,8 +117,12 @@ def run(cfg: Any) -> Dict[str, Any]:
         im = res.save_to_img(str(save_dir / f"{name}{res.image_suffix}"))
         saved.append({"input_path": res.input_path, "num_instances": len(res.boxes),
                       "json": str(js), "img": str(im)})
-    return {"model": source, "input": str(cfg.Predict.input), "save_dir": str(save_dir),
-            "num_images": len(saved), "results": saved}
+    summary: Dict[str, Any] = {"model": source, "input": str(cfg.Predict.input),
+                               "save_dir": str(save_dir), "num_images": len(saved), "results": saved}
+    info = predictor.run_info()  # exported models: which backend and precision ran
+    if info is not None:
+        summary["inference"] = info
+    return summary
 
 
 def _unique(name: str, used: Set[str]) -> str:

@@ -62,18 +62,22 @@ class InstanceSegResult:
         boxes: Optional[List[Dict[str, Any]]] = None,
         masks: Optional[Sequence[np.ndarray]] = None,
         page_index: Optional[int] = None,
+        inference: Optional[Dict[str, Any]] = None,
     ) -> None:
-        """Fields as arguments, or one dict ``{input_path, page_index, input_img, boxes, masks}``."""
+        """Fields as arguments, or one dict ``{input_path, page_index, input_img, boxes, masks[,
+        inference]}``. ``inference`` (exported models: backend, precision, run_mode, device, use_hpip)
+        appears in the JSON when given."""
         if isinstance(input_path, dict):
             d = input_path
             input_path, image, page_index = d.get("input_path"), d["input_img"], d.get("page_index")
-            boxes, masks = d.get("boxes", []), d.get("masks", [])
+            boxes, masks, inference = d.get("boxes", []), d.get("masks", []), d.get("inference")
         if image is None:
             raise ValueError("InstanceSegResult needs the input image")
         boxes = list(boxes or [])
         masks = list(masks if masks is not None else [])
         self.input_path = input_path
         self.page_index = page_index
+        self.inference = dict(inference) if inference is not None else None
         self.input_img = image  # BGR, hidden from print / json
         self.boxes = boxes
         self.masks = [np.asarray(m, dtype=np.uint8) for m in masks]
@@ -93,7 +97,7 @@ class InstanceSegResult:
         return self._suffix
 
     def _plain(self, masks: Any) -> Dict[str, Any]:
-        return {
+        plain: Dict[str, Any] = {
             "input_path": self.input_path,
             "page_index": self.page_index,
             "boxes": [
@@ -103,6 +107,9 @@ class InstanceSegResult:
             ],
             "masks": masks,
         }
+        if self.inference is not None:
+            plain["inference"] = dict(self.inference)
+        return plain
 
     @property
     def json(self) -> Dict[str, Any]:

@@ -1,0 +1,40 @@
+"""What the CPU can do that inference precision choices depend on (read once per call, no Paddle import
+unless /proc/cpuinfo is unavailable).
+
+bf16 is only worth running where the CPU computes it natively: AVX512_BF16 (Cooper Lake, Zen 4 and later)
+or AMX (Sapphire Rapids and later). oneDNN also emulates bf16 on plain AVX512 CPUs, slower than fp32, and
+Paddle Inference's `enable_mkldnn_bfloat16()` quietly stays fp32 on CPUs without AVX512, so the check is
+ours: tests monkeypatch `cpu_has_fast_bf16`.
+"""
+from pathlib import Path
+from typing import FrozenSet
+
+# /proc/cpuinfo flag names (Linux) of native bf16 arithmetic
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> FrozenSet[str]:
+    """The feature flags of the first CPU in `cpuinfo` (empty when the file is missing, e.g. not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_has_fast_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512_BF16 or AMX). Without /proc/cpuinfo, Paddle's
+    own probe (`supports_bfloat16_fast_performance`, which checks AVX512_BF16) decides."""
+    flags = cpu_flags(cpuinfo)
+    if flags:
+        return any(f in flags for f in BF16_FLAGS)
+    try:
+        from paddle.base import core
+
+        return bool(core.supports_bfloat16_fast_performance())
+    except (ImportError, AttributeError):
+        return False
