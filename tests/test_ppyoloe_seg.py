@@ -171,3 +171,43 @@ def test_predict_without_detections(model) -> None:
                          "scale_factor": paddle.to_tensor([[1.0, 1.0]])})
     assert out["bbox"].shape == [0, 6] and list(out["bbox_num"].numpy()) == [0]
     assert out["mask"].shape == [0, 64, 64]
+
+
+def test_predict_without_detections_skips_the_prototypes(model) -> None:
+    """Eagerly, an image with no detection never runs the prototype branch (its masks would be dropped);
+    one with detections does."""
+    model.eval()
+    calls = []
+    hook = model.yolo_head.proto.register_forward_pre_hook(lambda layer, inputs: calls.append(1))
+    batch = {"image": paddle.rand([1, 3, 64, 96]), "im_shape": paddle.to_tensor([[64.0, 96]]),
+             "scale_factor": paddle.to_tensor([[0.5, 0.5]])}
+    cls = model.yolo_head.pred_cls[2]
+    saved = cls.bias.numpy().copy()
+    try:
+        out = model.predict(batch)
+        assert calls == [] and list(out["bbox_num"].numpy()) == [0]
+        assert out["mask"].shape == [0, 128, 192] and out["mask"].dtype == paddle.uint8
+        cls.bias.set_value(np.array([3.0, -9, -9], "float32"))  # class 0 everywhere at stride 8
+        out = model.predict(batch)
+        assert calls == [1] and int(out["bbox_num"].numpy()[0]) > 0
+    finally:
+        hook.remove()
+        cls.bias.set_value(saved)
+
+
+def test_per_class_top_k_shortcut_keeps_the_same_nms_candidates() -> None:
+    """With at most k scores above the threshold per (image, class) the cut is skipped eagerly; NMS's
+    candidates (scores above the threshold) are the ones the full cut keeps."""
+    from engine.models.detectors.ppyoloe_seg import _per_class_top_k
+
+    rng = np.random.default_rng(0)
+    scores = paddle.to_tensor(rng.uniform(0, 0.02, (2, 300, 5)).astype("float32"))
+    threshold = 0.01
+    assert int((scores > threshold).astype("int32").sum(axis=1).max()) <= 200
+    shortcut = _per_class_top_k(scores, 200, threshold).numpy()
+    full = _per_class_top_k(scores, 200, -1.0).numpy()  # a negative threshold disables the shortcut
+    np.testing.assert_array_equal(shortcut > threshold, full > threshold)
+    kept = full > threshold
+    np.testing.assert_array_equal(np.where(kept, shortcut, 0), np.where(kept, full, 0))
+    cut = _per_class_top_k(scores, 50, threshold).numpy()  # over k above the threshold: the full cut
+    assert ((cut > 0).sum(axis=1) <= 50).all() and ((cut > threshold).sum(axis=1) == 50).all()

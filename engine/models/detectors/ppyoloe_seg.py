@@ -78,24 +78,29 @@ class PPYOLOESeg(nn.Layer):
             Hm x Wm the largest original size in the batch.
         """
         head = self.yolo_head
-        out = head(self.neck(self.backbone(image)))
+        feats = self.neck(self.backbone(image))
+        out = head(feats, with_protos=False)
         boxes = head.decode_boxes(out) * out.strides  # [N, L, 4] input pixels
         num_anchors = paddle.shape(out.scores)[1]
-        probs = _per_class_top_k(out.scores, self.post.nms_top_k)
-        rows_per_image = paddle.ones_like(scale_factor[:, 0]).astype("int64") * num_anchors
         p = self.post
+        probs = _per_class_top_k(out.scores, p.nms_top_k, p.score_threshold)
+        rows_per_image = paddle.ones_like(scale_factor[:, 0]).astype("int64") * num_anchors
         dets, det_num, rows = multiclass_nms(boxes.reshape([-1, 1, 4]), probs.reshape([-1, head.num_classes]),
                                              rows_per_image, p.score_threshold, p.nms_threshold, p.keep_top_k,
                                              sentinel=True, return_rows=True)
         image_of = rows // num_anchors
-        coeffs = paddle.gather(out.coeffs.reshape([-1, head.num_masks]), rows)
         scale = paddle.gather(scale_factor, image_of)
         original_size = paddle.floor(im_shape / scale_factor + 0.5)
         max_size = original_size.max(axis=0).astype("int32")
-        net_shape = paddle.shape(image)[2:].astype("float32")
-        masks = assemble_masks(out.protos, coeffs, image_of, dets[:, 2:], net_shape, scale,
-                               paddle.gather(original_size, image_of), max_size[0], max_size[1],
-                               p.mask_threshold)
+        if paddle.in_dynamic_mode() and not bool((dets[:, 1] >= 0).any()):
+            # only multiclass_nms's placeholder: its mask is dropped below, so the prototypes are skipped
+            masks = paddle.zeros([dets.shape[0], int(max_size[0]), int(max_size[1])], "uint8")
+        else:
+            coeffs = paddle.gather(out.coeffs.reshape([-1, head.num_masks]), rows)
+            net_shape = paddle.shape(image)[2:].astype("float32")
+            masks = assemble_masks(head.prototypes(feats), coeffs, image_of, dets[:, 2:], net_shape, scale,
+                                   paddle.gather(original_size, image_of), max_size[0], max_size[1],
+                                   p.mask_threshold)
         original_boxes = dets[:, 2:] / paddle.concat([scale[:, 1:2], scale[:, 0:1]] * 2, axis=1)
         bbox = paddle.concat([dets[:, :2], original_boxes], axis=1)
         bbox, det_num, masks = drop_sentinel(bbox, det_num, masks)
@@ -106,11 +111,16 @@ class PPYOLOESeg(nn.Layer):
         return image_input_spec()
 
 
-def _per_class_top_k(scores: paddle.Tensor, k: int) -> paddle.Tensor:
+def _per_class_top_k(scores: paddle.Tensor, k: int, score_threshold: float) -> paddle.Tensor:
     """scores [N, L, C] with everything below each (image, class)'s k-th best set to 0 (NMS's nms_top_k).
 
     Zero columns are appended first so that k never exceeds the anchor count, whatever the input size.
+    Eagerly, when no (image, class) has more than k scores above `score_threshold` (>= 0), the scores are
+    returned as they are: the cut would only zero scores that NMS drops anyway.
     """
+    if paddle.in_dynamic_mode() and score_threshold >= 0 \
+            and int((scores > score_threshold).astype("int32").sum(axis=1).max()) <= k:
+        return scores
     by_class = scores.transpose([0, 2, 1])
     # tile, not expand: oneDNN's expand kernel misreads -1 sizes in exported graphs
     padded = paddle.concat([by_class, paddle.zeros_like(by_class[:, :, :1]).tile([1, 1, k])], axis=-1)

@@ -6,7 +6,7 @@ coarsest stride) works, eagerly and in an exported graph.
 """
 import math
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -46,14 +46,15 @@ class HeadOutputs:
     """Raw head outputs over all anchors L (levels coarse to fine, row-major within a level).
 
     scores float32 [N, L, C] probabilities; distri float32 [N, L, 4 * B] box-side bin logits;
-    coeffs float32 [N, L, K] mask coefficients; protos float32 [N, K, H/4, W/4];
+    coeffs float32 [N, L, K] mask coefficients; protos float32 [N, K, H/4, W/4] (None when the caller
+    asked for none);
     points float32 [L, 2] anchor centres in stride units; strides float32 [L, 1].
     """
 
     scores: paddle.Tensor
     distri: paddle.Tensor
     coeffs: paddle.Tensor
-    protos: paddle.Tensor
+    protos: Optional[paddle.Tensor]
     points: paddle.Tensor
     strides: paddle.Tensor
 
@@ -96,8 +97,12 @@ class PPYOLOEInsHead(nn.Layer):
         self.proj_conv.weight.stop_gradient = True
         self.proto = MaskProto(in_channels[-1], num_protos, num_masks)
 
-    def forward(self, feats: Sequence[paddle.Tensor]) -> HeadOutputs:
-        """feats: neck outputs coarse to fine, [N, C_i, H_i, W_i] -> HeadOutputs."""
+    def forward(self, feats: Sequence[paddle.Tensor], with_protos: bool = True) -> HeadOutputs:
+        """feats: neck outputs coarse to fine, [N, C_i, H_i, W_i] -> HeadOutputs.
+
+        `with_protos=False` leaves the prototype branch (3x3 convs at stride 4: most of the head's work) to a
+        later `prototypes(feats)` call, for callers that may not need masks at all.
+        """
         scores, distri, coeffs = [], [], []
         for i, feat in enumerate(feats):
             avg = F.adaptive_avg_pool2d(feat, 1)
@@ -106,7 +111,12 @@ class PPYOLOEInsHead(nn.Layer):
             coeffs.append(_flat(self.pred_ins[i](self.stem_ins[i](feat, avg) + feat)))
         points, strides = self.anchor_points(feats)
         return HeadOutputs(paddle.concat(scores, axis=1), paddle.concat(distri, axis=1),
-                           paddle.concat(coeffs, axis=1), self.proto(feats[-1]), points, strides)
+                           paddle.concat(coeffs, axis=1), self.prototypes(feats) if with_protos else None,
+                           points, strides)
+
+    def prototypes(self, feats: Sequence[paddle.Tensor]) -> paddle.Tensor:
+        """float32 [N, K, H/4, W/4] prototype masks from the finest level (`feats[-1]`)."""
+        return self.proto(feats[-1])
 
     def anchor_points(self, feats: Sequence[paddle.Tensor]) -> Tuple[paddle.Tensor, paddle.Tensor]:
         """Anchor centres in stride units [L, 2] (x, y) and their strides [L, 1], from the feature shapes."""
