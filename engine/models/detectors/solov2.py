@@ -112,14 +112,14 @@ class SOLOv2(nn.Layer):
         cate_logits, kernels, mask_feat = self._outputs(image)
         cate_probs = [points_nms(paddle.nn.functional.sigmoid(c)) for c in cate_logits]
         num_images = paddle.shape(image)[0]
-        rows = candidates(cate_probs, kernels, mask_feat, self.solov2_head.num_grids, self.post)
-        rows, counts = select(rows, num_images, self.post)
+        rows, logits = candidates(cate_probs, kernels, mask_feat, self.solov2_head.num_grids, self.post)
+        rows, counts, probs = select(rows, logits, num_images, self.post)
         image_of = paddle.minimum(rows["image"], (num_images - 1).astype("int64"))
         original_size = paddle.floor(im_shape / scale_factor + 0.5)
         resized = paddle.gather(paddle.floor(im_shape), image_of)
         original = paddle.gather(original_size, image_of)
         h, w = paddle.shape(mask_feat)[2], paddle.shape(mask_feat)[3]
-        probs = rows["probs"].reshape([-1, h, w])
+        probs = paddle.gather(probs, rows["slot"]).reshape([-1, h, w])
         masks = masks_to_original(probs, (h, w), resized, original, original_size.max(axis=0).astype("int32"),
                                   self.post.mask_threshold)
         bbox = paddle.concat([rows["label"].astype("float32").unsqueeze(1), rows["score"].unsqueeze(1),
