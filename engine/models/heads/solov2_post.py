@@ -82,14 +82,15 @@ def candidates(cate_probs: List[paddle.Tensor], kernels: List[paddle.Tensor], ma
     kernel = paddle.gather(kern.reshape([-1, channels]), cell_index)
     kernel = kernel * paddle.logical_not(cell_placeholder).astype(kernel.dtype).unsqueeze(1)
     # the placeholder's zero kernel goes with the last image, so the cells stay ordered by image
-    cell_image = paddle.where(cell_placeholder, paddle.zeros_like(cell_index) + (num_images - 1).astype("int64"),
-                              cell_index // cells)
+    last_image = paddle.zeros_like(cell_index) + (num_images - 1).astype("int64")
+    cell_image = paddle.where(cell_placeholder, last_image, cell_index // cells)
     logits, cell_slot = _own_image_logits(kernel, cell_image, mask_feat.flatten(2), num_images)
     strides = paddle.to_tensor(_cell_strides(num_grids))
     rows = {"placeholder": placeholder,
             "image": paddle.where(placeholder, paddle.zeros_like(image) + num_images.astype("int64"), image),
             "label": paddle.where(placeholder, paddle.full_like(image, num_classes), index % num_classes),
-            "score": paddle.where(placeholder, paddle.full([1], -1.0, flat.dtype), paddle.gather(flat, index)),
+            "score": paddle.where(placeholder, paddle.full([1], -1.0, flat.dtype),
+                                  paddle.gather(flat, index)),
             "stride": paddle.gather(strides, cell), "slot": paddle.gather(cell_slot, position)}
     return rows, logits
 
