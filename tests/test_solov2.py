@@ -12,7 +12,7 @@ from engine.errors import WeightsError
 from engine.models.losses.dice import dice_loss
 from engine.models.losses.focal import sigmoid_focal_loss
 from engine.models.ops.matrix_nms import matrix_nms
-from engine.models.ops.solov2_targets import downscale_mask, solov2_targets
+from engine.models.ops.solov2_targets import downscale_mask, levels_with_masks, solov2_targets
 from engine.models.weights import load_weights
 from engine.models.zoo import build_model
 
@@ -93,6 +93,33 @@ def test_targets_of_an_image_without_instances_are_background() -> None:
                        [np.zeros((0, 128, 128), np.uint8), _square(128, 44, 40)[None]],
                        TINY.num_grids, TINY.scale_ranges, TINY.coord_sigma)
     assert not t.cate_labels[0].any() and not t.pos_masks[0].any() and t.fg_num == 4
+
+
+def test_loss_skips_kernel_levels_without_masks_and_stays_the_same() -> None:
+    """The 40 px square is learnt on level 0 only: `model.loss` runs the kernel branch there alone, and
+    its losses and gradients equal those computed from every level's kernels."""
+    model = tiny_model()
+    model.train()
+    image = paddle.to_tensor(np.random.default_rng(4).normal(0, 1, (1, 3, 128, 128)).astype(np.float32))
+    batch = {"image": image, "gt_bbox": [np.array([[44, 44, 84, 84]], np.float32)],
+             "gt_class": [np.array([1])], "gt_mask": [_square(128, 44, 40)[None]],
+             "is_crowd": [np.zeros(1, np.int32)]}
+    targets = model.targets(batch)
+    assert levels_with_masks(targets, TINY.num_grids) == [0]
+    weight = model.solov2_head.kernel_convs[0].conv.weight
+    results = []
+    for skip in (True, False):
+        if skip:
+            losses = model.loss(batch)
+        else:
+            cate_logits, kernels, mask_feat = model._outputs(image)
+            assert all(k is not None for k in kernels)
+            losses = model.loss_from_outputs(cate_logits, kernels, mask_feat, targets)
+        paddle.add_n(list(losses.values())).backward()
+        results.append(({k: float(v) for k, v in losses.items()}, weight.grad.numpy().copy()))
+        model.clear_gradients()
+    assert results[0][0] == results[1][0] and results[0][0]["loss_ins"] > 0
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6, atol=1e-9)
 
 
 # --------------------------------------------------------------------------------------------- Matrix NMS

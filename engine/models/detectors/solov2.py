@@ -5,7 +5,7 @@ instance mask. No boxes in the network: a result's box is its mask's tight box.
 Parameter names are an external contract: sublayers `backbone`, `neck`, `solov2_head`, `mask_head`
 reproduce PaddleDetection's state_dict (../shared/reference/params/SOLOv2.json, aliases included).
 """
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -20,7 +20,7 @@ from ..heads.solov2_post import SOLOv2PostProcess, candidates, mask_boxes, masks
 from ..losses.dice import dice_loss
 from ..losses.focal import sigmoid_focal_loss
 from ..necks.fpn import FPN
-from ..ops.solov2_targets import SOLOv2Targets, solov2_targets
+from ..ops.solov2_targets import SOLOv2Targets, cells_among_levels, levels_with_masks, solov2_targets
 from .export_inputs import image_input_spec
 
 Batch = Dict[str, Any]
@@ -50,10 +50,10 @@ class SOLOv2(nn.Layer):
                                       arch.nms_sigma)
         self.draw_threshold = arch.draw_threshold
 
-    def _outputs(self, image: paddle.Tensor) -> Tuple[List[paddle.Tensor], List[paddle.Tensor],
-                                                      paddle.Tensor]:
+    def _outputs(self, image: paddle.Tensor, kernel_levels: Optional[Sequence[int]] = None
+                 ) -> Tuple[List[paddle.Tensor], List[Optional[paddle.Tensor]], paddle.Tensor]:
         feats = self.neck(self.backbone(image))
-        cate_logits, kernels = self.solov2_head(feats)
+        cate_logits, kernels = self.solov2_head(feats, kernel_levels)
         return cate_logits, kernels, self.mask_head(feats[:MASK_LEVELS])
 
     def targets(self, batch: Batch) -> SOLOv2Targets:
@@ -71,15 +71,22 @@ class SOLOv2(nn.Layer):
     def loss(self, batch: Batch) -> Dict[str, paddle.Tensor]:
         """loss_ins (dice over positive cells' masks, x ins_loss_weight) and loss_cate (sigmoid focal over
         every cell, normalised by positives + 1), as PaddleDetection logs them."""
-        cate_logits, kernels, mask_feat = self._outputs(batch["image"])
-        return self.loss_from_outputs(cate_logits, kernels, mask_feat, self.targets(batch))
+        targets = self.targets(batch)
+        # kernels only where a mask loss needs them: the other levels' kernel branch is neither run nor
+        # differentiated (the losses are the same)
+        levels = levels_with_masks(targets, self.solov2_head.num_grids)
+        cate_logits, kernels, mask_feat = self._outputs(batch["image"], levels)
+        return self.loss_from_outputs(cate_logits, kernels, mask_feat, targets)
 
-    def loss_from_outputs(self, cate_logits: List[paddle.Tensor], kernels: List[paddle.Tensor],
+    def loss_from_outputs(self, cate_logits: List[paddle.Tensor], kernels: List[Optional[paddle.Tensor]],
                           mask_feat: paddle.Tensor, targets: SOLOv2Targets) -> Dict[str, paddle.Tensor]:
-        """The losses of head outputs (training mode) against `targets`."""
+        """The losses of head outputs (training mode) against `targets`; a level's kernels may be None
+        when no positive cell with a mask is on it (see `levels_with_masks`)."""
         num_classes = self.solov2_head.num_classes
-        kern = paddle.concat([k.flatten(2) for k in kernels], axis=2).transpose([0, 2, 1])  # [N, P, E]
-        cells = paddle.to_tensor(targets.pos_cells)
+        levels = [i for i, k in enumerate(kernels) if k is not None]
+        kern = paddle.concat([kernels[i].flatten(2) for i in levels], axis=2)
+        kern = kern.transpose([0, 2, 1])  # [N, cells of those levels, E]
+        cells = paddle.to_tensor(cells_among_levels(targets.pos_cells, self.solov2_head.num_grids, levels))
         pos_kernels = paddle.take_along_axis(kern, cells.unsqueeze(2), axis=1, broadcast=True)  # [N, K, E]
         pos_logits = paddle.matmul(pos_kernels, mask_feat.flatten(2))  # [N, K, h * w]
         target = paddle.to_tensor(targets.pos_masks).astype("float32").flatten(2)
@@ -112,14 +119,14 @@ class SOLOv2(nn.Layer):
         cate_logits, kernels, mask_feat = self._outputs(image)
         cate_probs = [points_nms(paddle.nn.functional.sigmoid(c)) for c in cate_logits]
         num_images = paddle.shape(image)[0]
-        rows = candidates(cate_probs, kernels, mask_feat, self.solov2_head.num_grids, self.post)
-        rows, counts = select(rows, num_images, self.post)
+        rows, logits = candidates(cate_probs, kernels, mask_feat, self.solov2_head.num_grids, self.post)
+        rows, counts, probs = select(rows, logits, num_images, self.post)
         image_of = paddle.minimum(rows["image"], (num_images - 1).astype("int64"))
         original_size = paddle.floor(im_shape / scale_factor + 0.5)
         resized = paddle.gather(paddle.floor(im_shape), image_of)
         original = paddle.gather(original_size, image_of)
         h, w = paddle.shape(mask_feat)[2], paddle.shape(mask_feat)[3]
-        probs = rows["probs"].reshape([-1, h, w])
+        probs = paddle.gather(probs, rows["slot"]).reshape([-1, h, w])
         masks = masks_to_original(probs, (h, w), resized, original, original_size.max(axis=0).astype("int32"),
                                   self.post.mask_threshold)
         bbox = paddle.concat([rows["label"].astype("float32").unsqueeze(1), rows["score"].unsqueeze(1),

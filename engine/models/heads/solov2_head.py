@@ -8,7 +8,7 @@ Parameter names are an external contract (../shared/reference/params/SOLOv2.json
 as `bbox_head.solo_kernel` and `solo_kernel` (same for `solo_cate`), as PaddleDetection does.
 """
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -66,21 +66,29 @@ class SOLOv2Head(nn.Layer):
         self.add_sublayer("bbox_head.solo_cate", solo_cate)
         self.solo_cate = solo_cate
 
-    def forward(self, feats: Sequence[paddle.Tensor]) -> Tuple[List[paddle.Tensor], List[paddle.Tensor]]:
+    def forward(self, feats: Sequence[paddle.Tensor], kernel_levels: Optional[Sequence[int]] = None
+                ) -> Tuple[List[paddle.Tensor], List[Optional[paddle.Tensor]]]:
         """FPN levels P2..P6 [N, in_channels, H_i, W_i] -> (category logits per level [N, C, S, S],
-        kernels per level [N, kernel_channels, S, S]). P2 is first halved and P6 resized to P5's size."""
+        kernels per level [N, kernel_channels, S, S]). P2 is first halved and P6 resized to P5's size.
+
+        `kernel_levels`: run the kernel branch on these levels only (None where skipped). Training passes
+        the levels with positive cells: the others' kernels meet no loss, and GroupNorm never mixes levels.
+        """
         levels = [F.avg_pool2d(feats[0], 2, 2), feats[1], feats[2], feats[3],
                   resize_bilinear(feats[4], paddle.shape(feats[3])[2], paddle.shape(feats[3])[3])]
         cate_logits, kernels = [], []
-        for x, grid in zip(levels, self.num_grids):
+        for level, (x, grid) in enumerate(zip(levels, self.num_grids)):
             kernel_feat = resize_bilinear(with_coords(x), grid, grid)
             cate_feat = kernel_feat[:, :-2]
-            for conv in self.kernel_convs:
-                kernel_feat = F.relu(conv(kernel_feat))
             for conv in self.cate_convs:
                 cate_feat = F.relu(conv(cate_feat))
-            kernels.append(self.solo_kernel(kernel_feat))
             cate_logits.append(self.solo_cate(cate_feat))
+            if kernel_levels is not None and level not in kernel_levels:
+                kernels.append(None)
+                continue
+            for conv in self.kernel_convs:
+                kernel_feat = F.relu(conv(kernel_feat))
+            kernels.append(self.solo_kernel(kernel_feat))
         return cate_logits, kernels
 
 

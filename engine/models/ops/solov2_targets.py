@@ -115,3 +115,25 @@ def solov2_targets(boxes: List[np.ndarray], labels: List[np.ndarray], masks: Lis
         pos_masks[i, :len(cells)] = small
     cate_labels = np.stack([cate for cate, _, _, _ in per_image])
     return SOLOv2Targets(cate_labels, pos_cells, pos_masks, sum(fg for _, _, _, fg in per_image))
+
+
+def levels_with_masks(targets: SOLOv2Targets, grids: Sequence[int]) -> List[int]:
+    """Levels holding a positive cell with a non-empty mask (the only ones the mask loss reaches); [0]
+    when there is none, so the loss still has a kernel to gather."""
+    weighted = targets.pos_masks.reshape(targets.pos_masks.shape[:2] + (-1,)).any(axis=2)
+    ends = np.cumsum([g * g for g in grids])
+    levels = np.unique(np.searchsorted(ends, targets.pos_cells[weighted], side="right"))
+    return [int(i) for i in levels] or [0]
+
+
+def cells_among_levels(cells: np.ndarray, grids: Sequence[int], levels: Sequence[int]) -> np.ndarray:
+    """Cell numbers (all levels, finest first) -> numbers among `levels`' cells only; cells of other
+    levels map to 0 (they must carry no loss)."""
+    renumber = np.zeros(sum(g * g for g in grids), dtype=np.int64)
+    start, kept = 0, 0
+    for level, grid in enumerate(grids):
+        if level in levels:
+            renumber[start:start + grid * grid] = np.arange(kept, kept + grid * grid)
+            kept += grid * grid
+        start += grid * grid
+    return renumber[cells]
