@@ -85,6 +85,19 @@ def _time(fn, repeats: int) -> List[float]:
     return out
 
 
+def _train_step_times(args, model, total_loss) -> List[float]:
+    """Times of a training step: `total_loss()` (a scalar tensor), backward, optimizer step."""
+    model.train()
+    opt = optimizer(args.model, model.parameters())
+
+    def step():
+        total_loss().backward()
+        opt.step()
+        opt.clear_grad()
+
+    return _time(step, args.repeats)
+
+
 def _worker_ppdet(args) -> Dict:
     import paddle
 
@@ -124,16 +137,7 @@ def _worker_ppdet(args) -> Dict:
             result["detections"] = int(out["bbox_num"].numpy().sum())
     else:
         inputs = ppdet_train_inputs(args.model, args.batch, args.train_size)
-        model.train()
-        opt = optimizer(args.model, model.parameters())
-
-        def step():
-            loss = model(inputs)["loss"]
-            loss.backward()
-            opt.step()
-            opt.clear_grad()
-
-        result["times"] = _time(step, args.repeats)
+        result["times"] = _train_step_times(args, model, lambda: model(inputs)["loss"])
     return result
 
 
@@ -167,16 +171,8 @@ def _worker_ours(args) -> Dict:
         result["detections"] = int(holder["out"]["bbox_num"].numpy().sum())
     else:
         batch = ours_train_inputs(args.model, args.batch, args.train_size)
-        model.train()
-        opt = optimizer(args.model, model.parameters())
-
-        def step():
-            loss = paddle.add_n(list(model.loss(batch).values()))
-            loss.backward()
-            opt.step()
-            opt.clear_grad()
-
-        result["times"] = _time(step, args.repeats)
+        total = (lambda: paddle.add_n(list(model.loss(batch).values())))
+        result["times"] = _train_step_times(args, model, total)
     return result
 
 
