@@ -15,6 +15,7 @@ import paddle.nn as nn
 import pytest
 
 from engine.config.architectures import MaskRTDETRArchitecture
+from engine.errors import ConfigError
 from engine.models.backbones.hgnetv2 import PPHGNetV2
 from engine.models.detectors.mask_rt_detr_parts import SIZES, build_backbone_and_neck
 
@@ -72,6 +73,15 @@ def test_frozen_stem_frozen_norm_and_stage_lr(size: str, lr: float) -> None:
     trained = [p for n, p in unfrozen.named_parameters() if not n.endswith(("_mean", "_variance"))]
     assert not any(p.stop_gradient for p in trained)
     assert unfrozen.stem.stem1.conv.weight.optimize_attr["learning_rate"] == lr
+
+
+def test_backbone_lr_mult_overrides_the_size_multiplier() -> None:
+    arch = MaskRTDETRArchitecture(freeze_stem=False, backbone_width_mult=0.25, backbone_lr_mult=1.0)
+    backbone, _ = build_backbone_and_neck("S", arch)
+    convs = [p for n, p in backbone.named_parameters() if n.endswith("conv.weight")]
+    assert {p.optimize_attr["learning_rate"] for p in convs} == {1.0}
+    with pytest.raises(ConfigError, match="backbone_lr_mult"):
+        build_backbone_and_neck("S", MaskRTDETRArchitecture(backbone_lr_mult=-0.1))
 
 
 def test_frozen_norm_keeps_statistics_in_training() -> None:

@@ -103,6 +103,7 @@ class MaskRTDETRArchitecture:
     backbone_width_mult: float = 1.0  # PPHGNetV2 widths x this (1.0 = published; e.g. 0.25 for demos)
     freeze_stem: bool = True  # the backbone stem is not trained
     freeze_norm: bool = True  # frozen BN (affine and statistics) in the backbone
+    backbone_lr_mult: Optional[float] = None  # backbone LR x this; None: 0.1 (S, M), 0.05 (L), 0.01 (X, H)
     encoder_hidden_dim: Optional[int] = None  # hybrid encoder width; None: 256 (S, M, L), 384 (X), 512 (H)
     encoder_ffn_dim: Optional[int] = None  # encoder feed-forward width; None: 1024 (S, M, L), 2048 (X, H)
     mask_feat_channels: Optional[List[int]] = None  # [mask FPN, mask branch] widths; None: the size's

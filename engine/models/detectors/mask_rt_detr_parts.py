@@ -46,8 +46,9 @@ def build_backbone_and_neck(size: str, arch: Optional[MaskRTDETRArchitecture] = 
     arch = arch or MaskRTDETRArchitecture()
     _check_widths(arch)
     spec = SIZES[size]
-    stem_lr = 0.0 if arch.freeze_stem else spec.backbone_lr
-    backbone = PPHGNetV2(size, lr_mult_list=(stem_lr,) + (spec.backbone_lr,) * 4,
+    backbone_lr = spec.backbone_lr if arch.backbone_lr_mult is None else arch.backbone_lr_mult
+    stem_lr = 0.0 if arch.freeze_stem else backbone_lr
+    backbone = PPHGNetV2(size, lr_mult_list=(stem_lr,) + (backbone_lr,) * 4,
                          freeze_stem=arch.freeze_stem, freeze_norm=arch.freeze_norm,
                          width_mult=arch.backbone_width_mult)
     hidden = arch.encoder_hidden_dim or spec.encoder_hidden_dim
@@ -69,6 +70,8 @@ def _check_widths(arch: MaskRTDETRArchitecture) -> None:
     if arch.encoder_hidden_dim is not None and (arch.encoder_hidden_dim <= 0 or arch.encoder_hidden_dim % 8):
         problems.append(f"encoder_hidden_dim must be a positive multiple of 8 (8 attention heads, a 4-part "
                         f"position embedding), got {arch.encoder_hidden_dim}")
+    if arch.backbone_lr_mult is not None and arch.backbone_lr_mult < 0:
+        problems.append(f"backbone_lr_mult must be >= 0, got {arch.backbone_lr_mult}")
     for key in ("encoder_ffn_dim", "num_prototypes"):
         value = getattr(arch, key)
         if value is not None and value <= 0:

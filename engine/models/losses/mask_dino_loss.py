@@ -14,24 +14,13 @@ import paddle.nn.functional as F
 
 from ..heads.mask_rtdetr_transformer import TransformerOutput
 from ..ops.box_format import cxcywh_to_xyxy
-from ..ops.hungarian_matcher import HungarianMatcher, Match
+from ..ops.hungarian_matcher import HungarianMatcher, Match, TermWeights
 from ..ops.point_sample import grid_sample_points
 from .dice import linear_dice_loss
 from .iou import giou_loss
 from .varifocal import varifocal_loss_with_logits
 
 TERMS = ("class", "bbox", "giou", "mask", "dice")
-
-
-@dataclass
-class LossWeights:
-    """Loss coefficients (PaddleDetection's Mask-RT-DETR values)."""
-
-    class_weight: float = 4.0
-    bbox_weight: float = 5.0
-    giou_weight: float = 2.0
-    mask_weight: float = 5.0
-    dice_weight: float = 5.0
 
 
 @dataclass
@@ -57,10 +46,10 @@ class MaskDINOLoss:
     """Args: num_classes; matcher; weights; num_sample_points: mask points per matched mask;
     oversample_ratio, important_sample_ratio: PointRend's uncertainty sampling."""
 
-    def __init__(self, num_classes: int, matcher: HungarianMatcher, weights: Optional[LossWeights] = None,
+    def __init__(self, num_classes: int, matcher: HungarianMatcher, weights: Optional[TermWeights] = None,
                  num_sample_points: int = 12544, oversample_ratio: float = 3.0,
                  important_sample_ratio: float = 0.75) -> None:
-        self.num_classes, self.matcher, self.weights = num_classes, matcher, weights or LossWeights()
+        self.num_classes, self.matcher, self.weights = num_classes, matcher, weights or TermWeights()
         self.num_points = num_sample_points
         self.num_oversampled = int(num_sample_points * oversample_ratio)
         self.num_important = int(num_sample_points * important_sample_ratio)

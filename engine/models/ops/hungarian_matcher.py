@@ -20,24 +20,27 @@ Match = Tuple[paddle.Tensor, paddle.Tensor]  # (query indices int64 [n], gt indi
 
 
 @dataclass
-class MatchCosts:
-    """Weights of the cost terms (PaddleDetection's Mask-RT-DETR values) and the focal cost shape."""
+class TermWeights:
+    """Weights of the five set-prediction terms (PaddleDetection's Mask-RT-DETR values). The matcher's
+    costs and the loss's coefficients are both of this kind but separate instances (PaddleDetection's
+    `matcher_coeff` and `loss_coeff`), so one can be changed without the other."""
 
     class_weight: float = 4.0
     bbox_weight: float = 5.0
     giou_weight: float = 2.0
     mask_weight: float = 5.0
     dice_weight: float = 5.0
-    alpha: float = 0.25
-    gamma: float = 2.0
 
 
 class HungarianMatcher:
-    """Args: costs: cost weights; num_sample_points: mask points sampled per image for the mask costs."""
+    """Args: costs: cost weights; num_sample_points: mask points sampled per image for the mask costs;
+    alpha, gamma: the focal class cost's shape."""
 
-    def __init__(self, costs: Optional[MatchCosts] = None, num_sample_points: int = 12544) -> None:
-        self.costs = costs or MatchCosts()
+    def __init__(self, costs: Optional[TermWeights] = None, num_sample_points: int = 12544,
+                 alpha: float = 0.25, gamma: float = 2.0) -> None:
+        self.costs = costs or TermWeights()
         self.num_sample_points = num_sample_points
+        self.alpha, self.gamma = alpha, gamma
 
     def __call__(self, boxes: paddle.Tensor, logits: paddle.Tensor, gt_boxes: Sequence[paddle.Tensor],
                  gt_classes: Sequence[paddle.Tensor], masks: Optional[paddle.Tensor] = None,
@@ -73,9 +76,10 @@ class HungarianMatcher:
                         gt_classes: Sequence[paddle.Tensor]) -> paddle.Tensor:
         """float32 [B * Q, sum M_i]: focal class cost + L1 + GIoU cost against every gt of the batch."""
         c = self.costs
+        alpha, gamma = self.alpha, self.gamma
         prob = paddle.gather(F.sigmoid(logits.flatten(0, 1)), paddle.concat(gt_classes).flatten(), axis=1)
-        negative = (1 - c.alpha) * prob.pow(c.gamma) * -(1 - prob + 1e-8).log()
-        positive = c.alpha * (1 - prob).pow(c.gamma) * -(prob + 1e-8).log()
+        negative = (1 - alpha) * prob.pow(gamma) * -(1 - prob + 1e-8).log()
+        positive = alpha * (1 - prob).pow(gamma) * -(prob + 1e-8).log()
         pred = boxes.flatten(0, 1)
         target = paddle.concat(gt_boxes)
         l1 = (pred.unsqueeze(1) - target.unsqueeze(0)).abs().sum(-1)
