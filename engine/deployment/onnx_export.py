@@ -30,7 +30,8 @@ LEGACY_OP_NAMES = {
     "divide": "elementwise_div", "floor_divide": "elementwise_floordiv", "remainder": "elementwise_mod",
     "maximum": "elementwise_max", "minimum": "elementwise_min", "matmul": "matmul_v2", "argmax": "arg_max",
     "argmin": "arg_min", "expand": "expand_v2", "topk": "top_k_v2", "nonzero": "where_index",
-    "flatten": "flatten_contiguous_range", "unsqueeze": "unsqueeze2", "max": "reduce_max", "min": "reduce_min",
+    "flatten": "flatten_contiguous_range", "unsqueeze": "unsqueeze2", "max": "reduce_max",
+    "min": "reduce_min",
     "mean": "reduce_mean", "all": "reduce_all", "any": "reduce_any", "prod": "reduce_prod",
     "hardsigmoid": "hard_sigmoid", "grid_sample": "grid_sampler", "arange": "range", "add_n": "sum",
 }
@@ -160,6 +161,7 @@ class OnnxSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: paddle2onnx leaves unused initialisers ORT warns about
         self.session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         self.input_names: List[str] = [i.name for i in self.session.get_inputs()]
 
