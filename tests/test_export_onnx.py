@@ -13,11 +13,9 @@ from typing import Dict
 
 import numpy as np
 import paddle
-import paddle.nn as nn
 import pytest
 import yaml
 
-from engine.config.architectures import RCNNArchitecture
 from engine.config.load import load_config
 from engine.deployment import exporter
 from engine.deployment.exporter import export_model
@@ -26,12 +24,10 @@ from engine.deployment.onnx_export import OnnxSession, convert_to_onnx
 from engine.errors import ConfigError, ModeNotAvailableError
 from engine.models.zoo import build_model
 from export_tolerance import assert_same_detections, float32_rtol
-from test_export import demo_weights, images, make_cfg, run_cli  # noqa: F401 (demo_weights: a fixture)
+from test_export import (demo_weights, images, make_cfg, run_cli,  # noqa: F401 (demo_weights: a fixture)
+                         tiny_rcnn_arch, tiny_rcnn_with_detections)
 
 OUTPUTS = ["bbox", "bbox_num", "mask"]
-TINY_RCNN = RCNNArchitecture(base_channels=16, fpn_channels=32, box_head_dim=64, mask_head_channels=16,
-                             mask_head_convs=1, anchor_sizes=[16, 32, 64, 128, 256], freeze_at=-1,
-                             freeze_norm=False, rpn_post_nms_top_n_test=50, rpn_pre_nms_top_n_test=100)
 
 
 def tie_order(out: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -48,11 +44,16 @@ def assert_onnx_matches_paddle(model_dir: Path, rtol: float) -> None:
     deploy = DeployPredictor(model_dir, device="cpu", cpu_threads=1, run_mode="paddle")
     session = OnnxSession(model_dir / "model.onnx")
     assert session.input_names == ["image", "im_shape", "scale_factor"]
+    compared = 0
     for index, image in enumerate(images()):
         paddle_out = deploy.raw([image])
         onnx_out = session.run(deploy.preprocessor.batch([image]), OUTPUTS)
-        assert paddle_out["bbox_num"][0] > 0 and paddle_out["mask"].sum() > 0  # something to compare
-        assert_same_detections(tie_order(onnx_out), tie_order(paddle_out), [image], rtol, f"image {index}")
+        assert onnx_out["bbox_num"].tolist() == paddle_out["bbox_num"].tolist(), f"image {index}"
+        if paddle_out["bbox_num"][0] > 0:
+            what = f"image {index}"
+            assert_same_detections(tie_order(onnx_out), tie_order(paddle_out), [image], rtol, what)
+            compared += 1
+    assert compared > 0  # some image had detections to compare
 
 
 def test_cli_exports_onnx_next_to_the_paddle_model(demo_weights):  # noqa: F811
@@ -77,19 +78,13 @@ def test_cli_exports_onnx_next_to_the_paddle_model(demo_weights):  # noqa: F811
 @pytest.mark.parametrize("name", ["Cascade-MaskRCNN-ResNet50-FPN", "MaskRCNN-ResNet50"])
 def test_other_rcnn_layouts_match(name, tmp_path):
     """Cascade (three box stages) and C4 (one feature level, Res5 head) R-CNNs."""
-    paddle.seed(0)
-    model = build_model(name, TINY_RCNN, 3)
-    head = model.bbox_head
-    for layer in (head.scorers if hasattr(head, "scorers") else [head.bbox_score]):
-        bias = layer.bias.numpy()
-        bias[0] = 10.0  # class 0 wins: every image has detections
-        layer.bias.set_value(bias)
+    model = tiny_rcnn_with_detections(name)
     cfg = make_cfg(tmp_path)
     cfg.Global.model = name
     export_model(model, cfg, str(tmp_path / "inference"), onnx=True)
     stages = 3 if "Cascade" in name else 1
-    assert_onnx_matches_paddle(tmp_path / "inference",
-                               float32_rtol(depth=60, fan_in=TINY_RCNN.fpn_channels * 7 * 7, stages=stages))
+    fan_in = tiny_rcnn_arch().fpn_channels * 7 * 7
+    assert_onnx_matches_paddle(tmp_path / "inference", float32_rtol(depth=60, fan_in=fan_in, stages=stages))
 
 
 def test_export_without_paddle2onnx_says_what_to_install(demo_weights, monkeypatch, tmp_path):  # noqa: F811
@@ -110,19 +105,14 @@ def test_format_is_checked():
     assert load_config(None, []).Export.format == "paddle"
 
 
-class _Counts(nn.Layer):
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return paddle.bincount(x.astype("int64"))  # no ONNX mapping in paddle2onnx 2.1.0
-
-
 def test_unconvertible_graph_is_a_clear_error(tmp_path):
-    """paddle2onnx aborts its process on an op it cannot map: the export names the op instead."""
-    spec = [paddle.static.InputSpec([None], "float32", "x")]
-    paddle.jit.save(paddle.jit.to_static(_Counts(), input_spec=spec, full_graph=True), str(tmp_path / "m"),
-                    input_spec=spec)
-    with pytest.raises(ModeNotAvailableError, match="Ops it cannot map: bincount"):
-        convert_to_onnx(tmp_path / "m.json", tmp_path / "m.pdiparams", tmp_path / "out" / "model.onnx")
-    assert list((tmp_path / "out").iterdir()) == []  # no partial model.onnx
+    """paddle2onnx aborts its process on an op it cannot map (here: the Paddle graph of an R-CNN, not the
+    ONNX trace): the conversion names the ops instead, and leaves no partial model.onnx."""
+    files = export_model(tiny_rcnn_with_detections("MaskRCNN-ResNet50-FPN"), make_cfg(tmp_path),
+                         str(tmp_path / "inference"))
+    with pytest.raises(ModeNotAvailableError, match="Ops it cannot map: distribute_fpn_proposals, nms"):
+        convert_to_onnx(Path(files["pdmodel"]), Path(files["pdiparams"]), tmp_path / "out" / "model.onnx")
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_ppyoloe_seg_matches(tmp_path):
@@ -144,13 +134,11 @@ def test_mask_rt_detr_matches(tmp_path):
     assert_onnx_matches_paddle(tmp_path / "inference", float32_rtol(depth=50, fan_in=32 * 9))
 
 
-def test_solov2_matches(tmp_path):
-    """SOLOv2, tiny: Matrix NMS, mask resizing and tight mask boxes in the graph."""
+def test_solov2_is_refused_before_any_file(tmp_path):
+    """SOLOv2's model.onnx converts and runs but does not match Paddle Inference yet: refused, clearly."""
     from test_solov2 import tiny_model
-    model = tiny_model()
-    model.solov2_head.solo_cate.bias.set_value(np.array([2.0, -1.0, 0.5], "float32"))
     cfg = make_cfg(tmp_path)
     cfg.Global.model = "SOLOv2"
-    export_model(model, cfg, str(tmp_path / "inference"), onnx=True)
-    # ResNet50 + FPN + 2 stacked head convs + the mask branch; widest sum 3 x 3 x 32 channels
-    assert_onnx_matches_paddle(tmp_path / "inference", float32_rtol(depth=60, fan_in=9 * 32))
+    with pytest.raises(ModeNotAvailableError, match="not supported for SOLOv2 yet"):
+        export_model(tiny_model(), cfg, str(tmp_path / "inference"), onnx=True)
+    assert not (tmp_path / "inference").exists()

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from engine.data.preprocess import Preprocess
 from engine.deployment.onnx_export import ONNX_BATCH, ONNX_FILE, convert_to_onnx, require_paddle2onnx
-from engine.errors import WeightsError
+from engine.errors import ModeNotAvailableError, WeightsError
 from engine.models.ops.graph_target import onnx_graph
 from engine.prediction.labels import model_labels
 from engine.runtime.atomic_io import write_text
@@ -81,7 +81,8 @@ def _save_graph(model: nn.Layer, out: Path, batch: Optional[int] = None) -> str:
     spec = model.export_spec()
     input_spec = [spec[k] for k in ("image", "im_shape", "scale_factor")]
     if batch is not None:
-        input_spec = [paddle.static.InputSpec([batch] + list(s.shape[1:]), s.dtype, s.name) for s in input_spec]
+        input_spec = [paddle.static.InputSpec([batch] + list(s.shape[1:]), s.dtype, s.name)
+                      for s in input_spec]
     static = paddle.jit.to_static(_Exported(model), input_spec=input_spec, full_graph=True)
     paddle.jit.save(static, str(out / "inference"), input_spec=input_spec)
     model_file = next((name for name in MODEL_FILES if (out / name).is_file()), None)
@@ -112,6 +113,9 @@ def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str,
     info = inference_config(model, cfg, "", weight_path)  # label / preprocessing errors before any file
     if onnx:
         require_paddle2onnx()
+        if getattr(model, "onnx_unsupported", None):
+            raise ModeNotAvailableError(f"Export.format=onnx is not supported for {cfg.Global.model} yet: "
+                                        f"{model.onnx_unsupported}. Export with Export.format=paddle.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_file = _save_graph(model, out)
