@@ -105,6 +105,8 @@ def test_setup_env_documents_and_picks_the_paddle_build() -> None:
             "https://www.paddlepaddle.org.cn/packages/stable/cu126/") in gpu.stdout
     cpu = setup_env("--dry-run")
     assert f"install --quiet paddlepaddle=={version}" in cpu.stdout and "paddlepaddle-gpu==" not in cpu.stdout
+    assert "requirements-onnx.txt" not in cpu.stdout  # optional: only with --onnx
+    assert "install --quiet -r requirements-onnx.txt" in setup_env("--onnx", "--dry-run").stdout
     spec = setup_env("--paddle", "paddlepaddle-gpu==3.3.1", "--index-url", "https://mirror.example/simple",
                      "--dry-run")
     assert "paddlepaddle-gpu==3.3.1 --index-url https://mirror.example/simple" in spec.stdout

@@ -352,6 +352,26 @@ def test_export_without_weights_is_a_clear_error(tmp_path):
     assert "best_model.pdparams does not exist" in result["err_msg"]
 
 
+def tiny_rcnn_arch():
+    from engine.config.architectures import RCNNArchitecture
+    return RCNNArchitecture(base_channels=16, fpn_channels=32, box_head_dim=64, mask_head_channels=16,
+                            mask_head_convs=1, anchor_sizes=[16, 32, 64, 128, 256], freeze_at=-1,
+                            freeze_norm=False, rpn_post_nms_top_n_test=50, rpn_pre_nms_top_n_test=100)
+
+
+def tiny_rcnn_with_detections(name: str):
+    """A tiny seeded R-CNN `name` whose box head favours class 0 (bias 10): every image has detections."""
+    from engine.models.zoo import build_model
+    paddle.seed(0)
+    model = build_model(name, tiny_rcnn_arch(), 3)
+    head = model.bbox_head
+    for layer in (head.scorers if hasattr(head, "scorers") else [head.bbox_score]):
+        bias = layer.bias.numpy()
+        bias[0] = 10.0
+        layer.bias.set_value(bias)
+    return model
+
+
 @pytest.mark.parametrize("name, onednn", [("MaskRCNN-ResNet50-FPN", False),
                                           ("Cascade-MaskRCNN-ResNet50-FPN", False),
                                           ("MaskRCNN-ResNet50-FPN", True)])
@@ -359,18 +379,8 @@ def test_real_rcnn_exported_matches_dynamic_graph(name, onednn, tmp_path):
     """A tiny real R-CNN (RoIAlign, distribute_fpn_proposals, NMS, mask pasting in the graph). With
     `onednn`, export runs as after a `Global.onednn=true` training: the flag is on, export still works
     and leaves it on."""
-    from engine.config.architectures import RCNNArchitecture
-    from engine.models.zoo import build_model
-    arch = RCNNArchitecture(base_channels=16, fpn_channels=32, box_head_dim=64, mask_head_channels=16,
-                            mask_head_convs=1, anchor_sizes=[16, 32, 64, 128, 256], freeze_at=-1,
-                            freeze_norm=False, rpn_post_nms_top_n_test=50, rpn_pre_nms_top_n_test=100)
-    paddle.seed(0)
-    model = build_model(name, arch, 3)
-    head = model.bbox_head
-    for layer in (head.scorers if hasattr(head, "scorers") else [head.bbox_score]):
-        bias = layer.bias.numpy()
-        bias[0] = 10.0  # class 0 wins: every image has detections
-        layer.bias.set_value(bias)
+    arch = tiny_rcnn_arch()
+    model = tiny_rcnn_with_detections(name)
     model.eval()
     paddle.set_flags({"FLAGS_use_mkldnn": onednn})
     export_model(model, make_cfg(tmp_path), str(tmp_path / "inference"))

@@ -19,7 +19,7 @@ TINY = PPYOLOESegArchitecture(width_mult=0.125, keep_top_k=50)
 RTOL = float32_rtol(depth=60, fan_in=3 * 3 * 64)
 
 
-def _export(tmp_path: Path, class_bias: float) -> tuple:
+def _export(tmp_path: Path, class_bias: float, onnx: bool = False) -> tuple:
     paddle.seed(0)
     model = build_model("PP-YOLOE_seg-S", TINY, 3)
     for conv in model.yolo_head.pred_cls:
@@ -36,7 +36,7 @@ def _export(tmp_path: Path, class_bias: float) -> tuple:
     cfg.Global.model = "PP-YOLOE_seg-S"
     cfg.EvalReader.keep_ratio = False
     cfg.EvalReader.mean, cfg.EvalReader.std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
-    export_model(model, cfg, str(tmp_path / "inference"))
+    export_model(model, cfg, str(tmp_path / "inference"), onnx=onnx)
     return model, tmp_path / "inference"
 
 

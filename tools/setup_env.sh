@@ -10,7 +10,7 @@ CUDA_CHOICES="11.8 12.6 12.9"
 
 usage() {
     cat <<EOF
-Usage: bash tools/setup_env.sh [--cuda VERSION | --paddle "PIP SPEC" [--index-url URL]] [--dry-run]
+Usage: bash tools/setup_env.sh [--cuda VERSION | --paddle "PIP SPEC" [--index-url URL]] [--onnx] [--dry-run]
 
 Creates .venv (once) and installs requirements.txt into it. Paddle is the CPU build by default
 (paddlepaddle==${PADDLE_VERSION} from PyPI).
@@ -21,6 +21,8 @@ Creates .venv (once) and installs requirements.txt into it. Paddle is the CPU bu
                      at 2.6). Choose the newest VERSION not above the "CUDA Version" nvidia-smi prints.
   --paddle SPEC      install this pip requirement as Paddle instead (e.g. "paddlepaddle-gpu==${PADDLE_VERSION}");
   --index-url URL    with --paddle: the package index it comes from (PyPI stays available for the rest).
+  --onnx             also install the optional ONNX export tools (requirements-onnx.txt: paddle2onnx,
+                     onnxruntime), for Export.format=onnx; CI installs them for its tests.
   --dry-run          print the commands instead of running them.
   -h, --help         this text.
 
@@ -34,6 +36,7 @@ die() { echo "setup_env.sh: $*" >&2; echo "Run bash tools/setup_env.sh --help fo
 spec="paddlepaddle==${PADDLE_VERSION}"
 index_url=""
 dry_run=0
+with_onnx=0
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -48,6 +51,7 @@ while [ $# -gt 0 ]; do
             shift 2 ;;
         --paddle) [ $# -ge 2 ] || die "--paddle needs a pip requirement"; spec="$2"; shift 2 ;;
         --index-url) [ $# -ge 2 ] || die "--index-url needs a URL"; index_url="$2"; shift 2 ;;
+        --onnx) with_onnx=1; shift ;;
         --dry-run) dry_run=1; shift ;;
         *) die "unknown option $1" ;;
     esac
@@ -79,4 +83,7 @@ run "${pip[@]}" install --quiet "${paddle_args[@]}"
 if [ "$replaced" = 1 ]; then
     # both packages install the same "paddle" folder: put back the files the uninstall took from it
     run "${pip[@]}" install --quiet --force-reinstall --no-deps "${paddle_args[@]}"
+fi
+if [ "$with_onnx" = 1 ]; then
+    run "${pip[@]}" install --quiet -r requirements-onnx.txt
 fi

@@ -94,6 +94,9 @@ class EvaluateSection:
 class ExportSection:
     weight_path: Optional[str] = None  # default {output}/best_model/best_model.pdparams
     save_dir: Optional[str] = None  # where the inference model is written; default {output}/inference
+    # paddle: the Paddle Inference model only; onnx: also model.onnx (ONNX opset 16, through paddle2onnx:
+    # pip install -r requirements-onnx.txt), next to the Paddle model, which predict keeps using
+    format: str = "paddle"
 
 
 @dataclass

@@ -13,6 +13,7 @@ from engine.errors import ConfigError
 
 CHOICES: Dict[str, Tuple[Any, ...]] = {
     "Global.mode": MODES,
+    "Export.format": ("paddle", "onnx"),
     "Train.lr_scheduler": ("piecewise", "cosine", "constant"),
     "Train.optimizer": ("momentum", "adamw"),
     "Evaluate.backend": ("pycocotools", "fast"),

@@ -2,11 +2,13 @@
 legacy-IR Paddle), `inference.pdiparams`, and `inference.yml`, which carries everything a deployment needs
 besides the graph (the EvalReader's preprocessing as ops, the label list of the training run, the draw
 threshold), so `engine.deployment.inference.DeployPredictor` runs without the training code and preprocesses
-exactly as `evaluate` and `predict` do.
+exactly as `evaluate` and `predict` do. With `Export.format=onnx`, `model.onnx` too (the same inputs and
+outputs, see engine.deployment.onnx_export), named in inference.yml as `onnx_file`.
 
 `Global.mode=export` (`run`) loads `Export.weight_path` into a freshly built model and exports it.
 """
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -16,7 +18,9 @@ import yaml
 from omegaconf import DictConfig
 
 from engine.data.preprocess import Preprocess
-from engine.errors import WeightsError
+from engine.deployment.onnx_export import ONNX_BATCH, ONNX_FILE, convert_to_onnx, require_paddle2onnx
+from engine.errors import ModeNotAvailableError, WeightsError
+from engine.models.ops.graph_target import onnx_graph
 from engine.prediction.labels import model_labels
 from engine.runtime.atomic_io import write_text
 
@@ -70,33 +74,62 @@ def inference_config(model: nn.Layer, cfg: DictConfig, model_file: str,
     }
 
 
-def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str,
-                 weight_path: Optional[str] = None) -> Dict[str, str]:
-    """Trace `model` (eval mode) to a static graph and write it with inference.yml into `out_dir`.
-    `weight_path`: the file the weights came from (None: the run of `cfg`), where the labels are found.
-
-    Returns {"inference_config", "pdmodel", "pdiparams"[, "pdiparams.info"]}: absolute file paths.
-    """
-    info = inference_config(model, cfg, "", weight_path)  # label / preprocessing errors before any file
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def _save_graph(model: nn.Layer, out: Path, batch: Optional[int] = None) -> str:
+    """Trace `model` (eval mode) and save it as out/inference.*; returns the graph file's name.
+    `batch`: a fixed batch size (None: dynamic)."""
     model.eval()
     spec = model.export_spec()
     input_spec = [spec[k] for k in ("image", "im_shape", "scale_factor")]
-    prefix = out / "inference"
+    if batch is not None:
+        input_spec = [paddle.static.InputSpec([batch] + list(s.shape[1:]), s.dtype, s.name)
+                      for s in input_spec]
     static = paddle.jit.to_static(_Exported(model), input_spec=input_spec, full_graph=True)
-    paddle.jit.save(static, str(prefix), input_spec=input_spec)
+    paddle.jit.save(static, str(out / "inference"), input_spec=input_spec)
     model_file = next((name for name in MODEL_FILES if (out / name).is_file()), None)
     if model_file is None or not (out / PARAMS_FILE).is_file():
         written = sorted(p.name for p in out.iterdir())
         raise RuntimeError(f"paddle.jit.save wrote no model/params file in {out}: {written}")
+    return model_file
+
+
+def _export_onnx(model: nn.Layer, out: Path) -> Dict[str, Any]:
+    """out/model.onnx from a graph traced for ONNX (engine.models.ops.graph_target) in a private temporary
+    folder; the Paddle graph in `out` is not touched. One image per run: paddle2onnx maps roi_align with
+    every RoI in image 0 and multiclass_nms3 for batch 1 only."""
+    with tempfile.TemporaryDirectory(prefix=".onnx-trace-", dir=out) as tmp:
+        with onnx_graph():
+            model_file = _save_graph(model, Path(tmp), batch=ONNX_BATCH)
+        return convert_to_onnx(Path(tmp) / model_file, Path(tmp) / PARAMS_FILE, out / ONNX_FILE)
+
+
+def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str,
+                 weight_path: Optional[str] = None, onnx: bool = False) -> Dict[str, str]:
+    """Trace `model` (eval mode) to a static graph and write it with inference.yml into `out_dir`.
+    `weight_path`: the file the weights came from (None: the run of `cfg`), where the labels are found.
+    `onnx`: also write model.onnx (engine.deployment.onnx_export; needs paddle2onnx).
+
+    Returns {"inference_config", "pdmodel", "pdiparams"[, "pdiparams.info"][, "onnx"]}: absolute file paths.
+    """
+    info = inference_config(model, cfg, "", weight_path)  # label / preprocessing errors before any file
+    if onnx:
+        require_paddle2onnx()
+        if getattr(model, "onnx_unsupported", None):
+            raise ModeNotAvailableError(f"Export.format=onnx is not supported for {cfg.Global.model} yet: "
+                                        f"{model.onnx_unsupported}. Export with Export.format=paddle.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_file = _save_graph(model, out)
     info["model_file"] = model_file
-    write_text(out / CONFIG_FILE, yaml.safe_dump(info, sort_keys=False))
     files = {"inference_config": str(out / CONFIG_FILE), "pdmodel": str(out / model_file),
              "pdiparams": str(out / PARAMS_FILE)}
     if (out / "inference.pdiparams.info").is_file():
         files["pdiparams.info"] = str(out / "inference.pdiparams.info")
-    logger.info("Exported %s to %s", cfg.Global.model, out)
+    if onnx:
+        converted = _export_onnx(model, out)
+        info["onnx_file"], info["onnx_opset"] = ONNX_FILE, converted["opset"]
+        files["onnx"] = converted["onnx"]
+    write_text(out / CONFIG_FILE, yaml.safe_dump(info, sort_keys=False))
+    logger.info("Exported %s to %s%s", cfg.Global.model, out, " (with model.onnx)" if onnx else "")
     return files
 
 
@@ -106,6 +139,9 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     from engine.models.zoo import build_model
     from engine.models.weights import load_trained_weights
 
+    onnx = cfg.Export.format == "onnx"
+    if onnx:
+        require_paddle2onnx()  # before any work
     output = Path(cfg.Global.output)
     default_weights = output / "best_model" / "best_model.pdparams"
     weights = Path(cfg.Export.weight_path) if cfg.Export.weight_path else default_weights
@@ -116,6 +152,6 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     out_dir = Path(save_dir) if save_dir else output / "inference"
     model = build_model(cfg.Global.model, cfg.Architecture, int(cfg.Train.num_classes))
     load_trained_weights(model, str(weights), str(cfg.Global.model), int(cfg.Train.num_classes))
-    files = export_model(model, cfg, str(out_dir), weight_path=str(weights))
+    files = export_model(model, cfg, str(out_dir), weight_path=str(weights), onnx=onnx)
     return {"model_name": str(cfg.Global.model), "weight_path": str(weights), "save_dir": str(out_dir),
-            "format_version": FORMAT_VERSION, "files": files}
+            "format_version": FORMAT_VERSION, "format": str(cfg.Export.format), "files": files}

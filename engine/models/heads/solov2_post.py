@@ -190,10 +190,11 @@ def mask_boxes(masks: paddle.Tensor) -> paddle.Tensor:
     (x, y) is (x, y, x + 1, y + 1)); all zero for an empty mask."""
     rows = masks.astype("int32").max(axis=2)  # [K, H]
     cols = masks.astype("int32").max(axis=1)  # [K, W]
-    height, width = paddle.shape(rows)[1], paddle.shape(cols)[1]
     y1 = paddle.argmax(rows, axis=1)
-    y2 = height - paddle.argmax(paddle.flip(rows, axis=[1]), axis=1)
     x1 = paddle.argmax(cols, axis=1)
-    x2 = width - paddle.argmax(paddle.flip(cols, axis=[1]), axis=1)
+    # last set row / column + 1, as the largest (index + 1) among set ones; not argmax over a flipped
+    # axis, which paddle2onnx cannot map when the axis length is dynamic
+    y2 = (rows * paddle.arange(1, paddle.shape(rows)[1] + 1, dtype="int32")).max(axis=1).astype("int64")
+    x2 = (cols * paddle.arange(1, paddle.shape(cols)[1] + 1, dtype="int32")).max(axis=1).astype("int64")
     nonempty = rows.max(axis=1).astype("float32")
     return paddle.stack([x1, y1, x2, y2], axis=1).astype("float32") * nonempty.unsqueeze(1)

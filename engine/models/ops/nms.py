@@ -9,8 +9,11 @@ import paddle
 import paddle.vision.ops as vops
 
 from .box_coder import nonempty
+from .graph_target import tracing_for_onnx
 
 SENTINEL_SCORE = -1.0  # score of multiclass_nms's placeholder row; real scores are probabilities
+LOWEST_FLOAT32 = -3.4e38  # a score threshold below every score (NMS inputs may be logits)
+NO_LIMIT = 2 ** 31 - 1  # multiclass_nms3's nms_top_k: its -1 ("all") becomes ONNX's "keep none"
 
 
 def segment_ids(counts: paddle.Tensor, total: Union[int, paddle.Tensor]) -> paddle.Tensor:
@@ -18,6 +21,22 @@ def segment_ids(counts: paddle.Tensor, total: Union[int, paddle.Tensor]) -> padd
     ends = paddle.cumsum(counts.astype("int64"))
     rows = paddle.arange(0, total, dtype="int64")
     return (rows.unsqueeze(1) >= ends.unsqueeze(0)).astype("int64").sum(axis=1)
+
+
+def nms_keep(boxes: paddle.Tensor, scores: paddle.Tensor, iou_threshold: float) -> paddle.Tensor:
+    """`paddle.vision.ops.nms(boxes, iou_threshold, scores)`: int64 [K] indices of the kept boxes (float32
+    [M, 4] x1, y1, x2, y2; scores float32 [M]), best score first.
+
+    Traced for ONNX (`graph_target.onnx_graph`), the same suppression through `multiclass_nms3` with one
+    class and no score threshold, which paddle2onnx maps to ONNX NonMaxSuppression (`nms` has no mapping):
+    the same boxes are kept (IoU without the +1 pixel offset, suppressed above the threshold).
+    """
+    if not tracing_for_onnx():
+        return vops.nms(boxes, iou_threshold, scores)
+    _, index, _ = paddle._C_ops.multiclass_nms3(boxes.unsqueeze(0), scores.reshape([1, 1, -1]), None,
+                                                LOWEST_FLOAT32, NO_LIMIT, -1, iou_threshold, True, 1.0, -1)
+    keep = index.flatten().astype("int64")
+    return paddle.gather(keep, paddle.argsort(paddle.gather(scores, keep), descending=True, stable=True))
 
 
 def top_k_per_image(scores: paddle.Tensor, image_ids: paddle.Tensor, num_images: Union[int, paddle.Tensor],
@@ -86,7 +105,7 @@ def multiclass_nms(boxes: paddle.Tensor, probs: paddle.Tensor, rois_num: paddle.
     shift_x = cls.astype("float32") * span
     shift_y = cand_image.astype("float32") * span
     shifted = cand_boxes + paddle.stack([shift_x, shift_y, shift_x, shift_y], axis=1)
-    keep = vops.nms(shifted, nms_threshold, cand_scores)
+    keep = nms_keep(shifted, cand_scores, nms_threshold)
     top, counts = top_k_per_image(paddle.gather(cand_scores, keep), paddle.gather(cand_image, keep),
                                   paddle.shape(rois_num)[0], keep_top_k)
     keep = paddle.gather(keep, top)

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
 import paddle
-import paddle.vision.ops as vops
 
 from .box_coder import clip_boxes, decode_boxes
-from .nms import top_k_per_image
+from .nms import nms_keep, top_k_per_image
 
 
 @dataclass
@@ -38,7 +37,8 @@ def _level_proposals(score: paddle.Tensor, delta: paddle.Tensor, anchors: paddle
     top_logits, index = paddle.topk(logits, k, axis=1)  # [N, k]
     top_deltas = paddle.take_along_axis(deltas, index.unsqueeze(-1).expand([-1, -1, 4]), axis=1)
     boxes = decode_boxes(top_deltas.reshape([-1, 4]), paddle.gather(anchors, index.flatten()))[:, 0]
-    image = paddle.arange(0, num_images, dtype="int64").unsqueeze(1).expand_as(index).flatten()
+    # a broadcast sum, not expand_as: paddle2onnx maps expand_as to an Expand that ignores dynamic shapes
+    image = (paddle.arange(0, num_images, dtype="int64").unsqueeze(1) + paddle.zeros_like(index)).flatten()
     sizes = paddle.gather(im_shape, image)  # [N * k, 2]
     boxes = clip_boxes(boxes, sizes[:, 0], sizes[:, 1])
     min_side = max(min_size, 1.0)
@@ -51,7 +51,7 @@ def _level_proposals(score: paddle.Tensor, delta: paddle.Tensor, anchors: paddle
     shift = image.astype("float32").unsqueeze(1) * span
     # a product, not a concat: a level left without boxes must not reach oneDNN's concat (it crashes)
     offsets = shift * paddle.to_tensor([0.0, 1.0, 0.0, 1.0], "float32")
-    keep = vops.nms(boxes + offsets, nms_thresh, top_logits)
+    keep = nms_keep(boxes + offsets, top_logits, nms_thresh)
     top, _ = top_k_per_image(paddle.gather(top_logits, keep), paddle.gather(image, keep), num_images,
                              post_nms_top_n)
     keep = paddle.gather(keep, top)

@@ -6,6 +6,8 @@ import paddle
 import paddle.vision.ops as vops
 
 from engine.models.ops import roi_align_fast
+from engine.models.ops.graph_target import tracing_for_onnx
+from engine.models.ops.nms import segment_ids
 
 
 class RoIAlign:
@@ -39,12 +41,39 @@ class RoIAlign:
         with rois_num int32 [N]); only the first len(spatial_scales) feature levels are used."""
         if len(self.spatial_scales) == 1:
             return self._pool(feats[0], rois, rois_num, self.spatial_scales[0])
+        if tracing_for_onnx():
+            return self._pool_by_gathers(feats, rois, rois_num)
         level_rois, restore, level_num = vops.distribute_fpn_proposals(
             rois, self.min_level, self.max_level, self.canonical_level, self.canonical_size,
             rois_num=rois_num)
         pooled = [self._pool(feat, r, n, scale)
                   for feat, r, n, scale in zip(feats, level_rois, level_num, self.spatial_scales)]
         return paddle.gather(paddle.concat(pooled), restore.flatten())
+
+    def fpn_level(self, rois: paddle.Tensor) -> paddle.Tensor:
+        """int64 [R]: the level index (0 = first feature) of each RoI, as distribute_fpn_proposals picks
+        it (float32; an inverted box has area 0, i.e. the finest level)."""
+        w, h = rois[:, 2] - rois[:, 0], rois[:, 3] - rois[:, 1]
+        area = paddle.where(paddle.logical_and(w >= 0, h >= 0), w * h, paddle.zeros_like(w))
+        level = paddle.floor(paddle.log2(paddle.sqrt(area) / float(self.canonical_size) + 1e-6)
+                             + float(self.canonical_level))
+        return level.clip(self.min_level, self.max_level).astype("int64") - self.min_level
+
+    def _pool_by_gathers(self, feats: Sequence[paddle.Tensor], rois: paddle.Tensor,
+                         rois_num: paddle.Tensor) -> paddle.Tensor:
+        """`__call__` without distribute_fpn_proposals (no ONNX mapping): each level pools the RoIs
+        `fpn_level` gives it, in their order, and a gather puts the results back in RoI order."""
+        level = self.fpn_level(rois)
+        roi_image = segment_ids(rois_num, paddle.shape(rois)[0])
+        images = paddle.arange(0, paddle.shape(rois_num)[0], dtype="int64").unsqueeze(1)
+        pooled, picked = [], []
+        for index, (feat, scale) in enumerate(zip(feats, self.spatial_scales)):
+            rows = paddle.nonzero(level == index).flatten()
+            counts = (paddle.gather(roi_image, rows).unsqueeze(0) == images).astype("int32").sum(axis=1)
+            pooled.append(self._pool(feat, paddle.gather(rois, rows), counts.astype("int32"), scale))
+            picked.append(rows)
+        restore = paddle.argsort(paddle.concat(picked), stable=True)
+        return paddle.gather(paddle.concat(pooled), restore)
 
     def _pool(self, feat: paddle.Tensor, rois: paddle.Tensor, rois_num: paddle.Tensor,
               scale: float) -> paddle.Tensor:

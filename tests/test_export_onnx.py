@@ -1,0 +1,144 @@
+"""ONNX export (`Export.format=onnx`): main.py writes model.onnx next to the Paddle model, and ONNX Runtime
+reproduces Paddle Inference's detections on the same preprocessed image (one image per run); without
+paddle2onnx the run stops with a ConfigError naming what to install; a graph paddle2onnx cannot convert is a
+clear error naming the ops, not a crashed process.
+
+Tolerances: float32 rounding (tests/export_tolerance.py): ONNX Runtime sums convolutions in its own order,
+as oneDNN does. These tests need the optional tools (requirements-onnx.txt), which CI installs.
+"""
+import importlib.util
+import json
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import paddle
+import pytest
+import yaml
+
+from engine.config.load import load_config
+from engine.deployment import exporter
+from engine.deployment.exporter import export_model
+from engine.deployment.inference import DeployPredictor
+from engine.deployment.onnx_export import OnnxSession, convert_to_onnx
+from engine.errors import ConfigError, ModeNotAvailableError
+from engine.models.zoo import build_model
+from export_tolerance import assert_same_detections, float32_rtol
+from test_export import (demo_weights, images, make_cfg, run_cli,  # noqa: F401 (demo_weights: a fixture)
+                         tiny_rcnn_arch, tiny_rcnn_with_detections)
+
+OUTPUTS = ["bbox", "bbox_num", "mask"]
+
+
+def tie_order(out: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """One image's detections by class, score (to 1e-4: tied scores may come in either order from the two
+    runtimes' sorts) and box corner; the order among equal scores is not part of the outputs' contract."""
+    rows = out["bbox"]
+    keys = (np.round(rows[:, 3], 1), np.round(rows[:, 2], 1), -np.round(rows[:, 1], 4), rows[:, 0])
+    order = np.lexsort(keys)
+    return {"bbox": rows[order], "bbox_num": out["bbox_num"], "mask": out["mask"][order]}
+
+
+def assert_onnx_matches_paddle(model_dir: Path, rtol: float) -> None:
+    """Each test image alone through Paddle Inference (Paddle's kernels) and ONNX Runtime."""
+    deploy = DeployPredictor(model_dir, device="cpu", cpu_threads=1, run_mode="paddle")
+    session = OnnxSession(model_dir / "model.onnx")
+    assert session.input_names == ["image", "im_shape", "scale_factor"]
+    compared = 0
+    for index, image in enumerate(images()):
+        paddle_out = deploy.raw([image])
+        onnx_out = session.run(deploy.preprocessor.batch([image]), OUTPUTS)
+        assert onnx_out["bbox_num"].tolist() == paddle_out["bbox_num"].tolist(), f"image {index}"
+        if paddle_out["bbox_num"][0] > 0:
+            what = f"image {index}"
+            assert_same_detections(tie_order(onnx_out), tie_order(paddle_out), [image], rtol, what)
+            compared += 1
+    assert compared > 0  # some image had detections to compare
+
+
+def test_cli_exports_onnx_next_to_the_paddle_model(demo_weights):  # noqa: F811
+    """The demo Mask R-CNN (FPN: RPN NMS, FPN level routing, RoIAlign, class NMS, mask pasting) through
+    main.py; the Paddle model stays what predict uses."""
+    tmp, weights = demo_weights
+    done = run_cli("Global.mode=export", "Export.format=onnx", f"Export.weight_path={weights}",
+                   f"Global.output={tmp / 'onnx'}", "EvalReader.target_size=[64, 96]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp / "onnx" / "inference"
+    result = json.loads((tmp / "onnx" / "export_result.json").read_text())
+    assert result["done_flag"] is True and result["format"] == "onnx"
+    assert Path(result["files"]["onnx"]) == out / "model.onnx"
+    info = yaml.safe_load((out / "inference.yml").read_text())
+    assert info["onnx_file"] == "model.onnx" and info["onnx_opset"] >= 16
+    assert sorted(p.name for p in out.iterdir()) == ["inference.json", "inference.pdiparams", "inference.yml",
+                                                     "model.onnx"]  # no temporary trace left behind
+    # ResNet50 + FPN + box head on one path; the widest sum: the box head's first FC over 64 x 7 x 7 values
+    assert_onnx_matches_paddle(out, float32_rtol(depth=60, fan_in=64 * 7 * 7))
+
+
+@pytest.mark.parametrize("name", ["Cascade-MaskRCNN-ResNet50-FPN", "MaskRCNN-ResNet50"])
+def test_other_rcnn_layouts_match(name, tmp_path):
+    """Cascade (three box stages) and C4 (one feature level, Res5 head) R-CNNs."""
+    model = tiny_rcnn_with_detections(name)
+    cfg = make_cfg(tmp_path)
+    cfg.Global.model = name
+    export_model(model, cfg, str(tmp_path / "inference"), onnx=True)
+    stages = 3 if "Cascade" in name else 1
+    fan_in = tiny_rcnn_arch().fpn_channels * 7 * 7
+    assert_onnx_matches_paddle(tmp_path / "inference", float32_rtol(depth=60, fan_in=fan_in, stages=stages))
+
+
+def test_export_without_paddle2onnx_says_what_to_install(demo_weights, monkeypatch, tmp_path):  # noqa: F811
+    _, weights = demo_weights
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "paddle2onnx"
+                        else real(name, *a))
+    cfg = load_config(None, ["Global.mode=export", "Export.format=onnx", f"Export.weight_path={weights}",
+                             f"Global.output={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"paddle2onnx.*pip install -r requirements-onnx.txt"):
+        exporter.run(cfg)
+    assert list(tmp_path.iterdir()) == []  # checked before any file is written
+
+
+def test_format_is_checked():
+    with pytest.raises(ConfigError, match="Export.format"):
+        load_config(None, ["Export.format=tflite"])
+    assert load_config(None, []).Export.format == "paddle"
+
+
+def test_unconvertible_graph_is_a_clear_error(tmp_path):
+    """paddle2onnx aborts its process on an op it cannot map (here: the Paddle graph of an R-CNN, not the
+    ONNX trace): the conversion names the ops instead, and leaves no partial model.onnx."""
+    files = export_model(tiny_rcnn_with_detections("MaskRCNN-ResNet50-FPN"), make_cfg(tmp_path),
+                         str(tmp_path / "inference"))
+    with pytest.raises(ModeNotAvailableError, match="Ops it cannot map: distribute_fpn_proposals, nms"):
+        convert_to_onnx(Path(files["pdmodel"]), Path(files["pdiparams"]), tmp_path / "out" / "model.onnx")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_ppyoloe_seg_matches(tmp_path):
+    """PP-YOLOE_seg-S at an eighth of its width: class NMS and prototype-mask assembly in the graph."""
+    from test_ppyoloe_export import RTOL, _export
+    _export(tmp_path, class_bias=0.0, onnx=True)
+    assert_onnx_matches_paddle(tmp_path / "inference", RTOL)
+
+
+def test_mask_rt_detr_matches(tmp_path):
+    """Mask-RT-DETR-S, tiny: deformable attention (grid_sample, opset 16), top-k queries, mask heads."""
+    from test_mask_rt_detr_model import TINY
+    paddle.seed(0)
+    model = build_model("Mask-RT-DETR-S", TINY, 3)
+    cfg = make_cfg(tmp_path)
+    cfg.Global.model = "Mask-RT-DETR-S"
+    cfg.EvalReader.target_size, cfg.EvalReader.keep_ratio, cfg.EvalReader.pad_stride = [96, 96], False, 0
+    export_model(model, cfg, str(tmp_path / "inference"), onnx=True)
+    assert_onnx_matches_paddle(tmp_path / "inference", float32_rtol(depth=50, fan_in=32 * 9))
+
+
+def test_solov2_is_refused_before_any_file(tmp_path):
+    """SOLOv2's model.onnx converts and runs but does not match Paddle Inference yet: refused, clearly."""
+    from test_solov2 import tiny_model
+    cfg = make_cfg(tmp_path)
+    cfg.Global.model = "SOLOv2"
+    with pytest.raises(ModeNotAvailableError, match="not supported for SOLOv2 yet"):
+        export_model(tiny_model(), cfg, str(tmp_path / "inference"), onnx=True)
+    assert not (tmp_path / "inference").exists()
