@@ -15,15 +15,13 @@ A decoder runs this once per layer (6 layers for S).
 
     python tools/benchmark_ms_deform_attn.py --threads 2 --repeats 10
 """
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from op_timing import median_forward_backward_ms  # noqa: E402 (next to this script)
+from op_timing import median_forward_backward_ms, op_benchmark_parser, use_cpu_threads  # noqa: E402
 
 CASES = {  # name: (batch, queries, map sides (H = W) per level)
     "train": (2, 400, (40, 20, 10)),
@@ -68,24 +66,16 @@ def _step(fn: Callable, values, sizes, locations, weights, upstream):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser = op_benchmark_parser(__doc__, "cases", CASES)
     args = parser.parse_args()
 
     import numpy as np
-    import paddle
 
     from engine.models.ops import ms_deform_attn
 
-    paddle.set_device("cpu")
-    paddle.base.core.set_num_threads(args.threads)
+    use_cpu_threads(args.threads, args.repeats)
     sides: Dict[str, Callable] = {"grid_sample": ms_deform_attn.grid_sample_formulation,
                                   "ours": ms_deform_attn.deformable_sample}
-    print(f"threads={args.threads} repeats={args.repeats} "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} cpus={os.cpu_count()}")
     for case in args.cases:
         values, sizes, locations, weights, upstream = _inputs(case)
         if not ms_deform_attn.NATIVE.usable(locations, weights, *values):

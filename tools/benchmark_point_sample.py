@@ -11,15 +11,13 @@ implementations, alternately and in alternating order; medians and the ratio gri
 
     python tools/benchmark_point_sample.py --threads 2 --repeats 10
 """
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from op_timing import median_forward_backward_ms  # noqa: E402 (next to this script)
+from op_timing import median_forward_backward_ms, op_benchmark_parser, use_cpu_threads  # noqa: E402
 
 CASES = {"matcher": (2, 300, False), "loss": (20, 1, True)}  # name: (maps, channels, with gradient)
 SIDE, POINTS = 80, 12544
@@ -40,11 +38,7 @@ def _step(fn: Callable, x, grid, backward: bool):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser = op_benchmark_parser(__doc__, "cases", CASES)
     args = parser.parse_args()
 
     import paddle
@@ -52,12 +46,9 @@ def main() -> None:
 
     from engine.models.ops import point_sample
 
-    paddle.set_device("cpu")
-    paddle.base.core.set_num_threads(args.threads)
+    use_cpu_threads(args.threads, args.repeats)
     sides: Dict[str, Callable] = {"grid_sample": lambda x, g: F.grid_sample(x, g, align_corners=False),
                                   "ours": point_sample.grid_sample_points}
-    print(f"threads={args.threads} repeats={args.repeats} "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} cpus={os.cpu_count()}")
     for case in args.cases:
         maps, channels, backward = CASES[case]
         paddle.seed(0)

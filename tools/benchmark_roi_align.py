@@ -13,15 +13,13 @@ medians are printed with the ratio Paddle / ours (> 1: ours is faster).
 
     python tools/benchmark_roi_align.py --threads 2 --repeats 10
 """
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from op_timing import median_forward_backward_ms  # noqa: E402 (next to this script)
+from op_timing import median_forward_backward_ms, op_benchmark_parser, use_cpu_threads  # noqa: E402
 
 LEVELS = {  # name: (feature side, RoI count, smallest and largest RoI side in px, spatial scale)
     "P2": (80, 700, 8, 112, 0.25),
@@ -63,25 +61,17 @@ def _step(fn: Callable, feat, boxes, num, upstream, output_size: int, scale: flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser = op_benchmark_parser(__doc__, "levels", LEVELS)
     parser.add_argument("--output-size", type=int, default=7)
-    parser.add_argument("--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS))
     args = parser.parse_args()
 
     import numpy as np
-    import paddle
     import paddle.vision.ops as vops
 
     from engine.models.ops import roi_align_fast
 
-    paddle.set_device("cpu")
-    paddle.base.core.set_num_threads(args.threads)
+    use_cpu_threads(args.threads, args.repeats, f" output={args.output_size}")
     sides: Dict[str, Callable] = {"paddle": vops.roi_align, "ours": roi_align_fast.roi_align}
-    print(f"threads={args.threads} repeats={args.repeats} output={args.output_size} "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} cpus={os.cpu_count()}")
     for level in args.levels:
         feat, boxes, num, upstream, scale = _inputs(level, args.output_size)
         if not roi_align_fast.uses_native(feat, boxes, num):

@@ -1,7 +1,29 @@
-"""Forward and backward timing of several implementations of one operator, alternately (used by
-tools/benchmark_roi_align.py and tools/benchmark_ms_deform_attn.py)."""
+"""Forward and backward timing of several implementations of one operator, alternately, and the command
+line shared by the operator benchmarks (tools/benchmark_roi_align.py, benchmark_ms_deform_attn.py,
+benchmark_point_sample.py)."""
+import argparse
+import os
 import statistics
 from typing import Callable, Dict, List, Sequence, Tuple
+
+
+def op_benchmark_parser(doc: str, option: str, cases: Sequence[str]) -> argparse.ArgumentParser:
+    """`--threads`, `--repeats` and `--<option>` (which of `cases` to time, default all)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(f"--{option}", nargs="+", default=list(cases), choices=list(cases))
+    return parser
+
+
+def use_cpu_threads(threads: int, repeats: int, extra: str = "") -> None:
+    """Run Paddle on the CPU with `threads` math threads and print the settings the timings depend on."""
+    import paddle
+
+    paddle.set_device("cpu")
+    paddle.base.core.set_num_threads(threads)
+    print(f"threads={threads} repeats={repeats}{extra} "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} cpus={os.cpu_count()}")
 
 
 def median_forward_backward_ms(step: Callable[[str], Tuple[float, float]], names: Sequence[str],
