@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Callable, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from op_timing import median_forward_backward_ms, op_benchmark_parser, use_cpu_threads  # noqa: E402
+from op_timing import (median_forward_backward_ms, op_benchmark_parser, speedup_cells,  # noqa: E402
+                       use_cpu_threads)
 
 CASES = {  # name: (batch, queries, map sides (H = W) per level)
     "train": (2, 400, (40, 20, 10)),
@@ -89,10 +90,7 @@ def main() -> None:
             list(sides), args.repeats)
         batch, queries, maps = CASES[case]
         cells = [f"{case}: batch {batch}, {queries} queries, maps {'/'.join(f'{s}x{s}' for s in maps)}"]
-        for what, index in (("fwd", 0), ("bwd", 1)):
-            ms = {name: medians[name][index] for name in sides}
-            cells.append(f"{what} grid_sample {ms['grid_sample']:7.1f} ms ours {ms['ours']:6.2f} ms "
-                         f"x{ms['grid_sample'] / ms['ours']:.0f}")
+        cells += speedup_cells(medians, "grid_sample")
         cells.append(f"max |diff| {diff:.1e}")
         print(" | ".join(cells))
 

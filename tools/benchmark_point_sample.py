@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from op_timing import median_forward_backward_ms, op_benchmark_parser, use_cpu_threads  # noqa: E402
+from op_timing import (median_forward_backward_ms, op_benchmark_parser, speedup_cells,  # noqa: E402
+                       use_cpu_threads)
 
 CASES = {"matcher": (2, 300, False), "loss": (20, 1, True)}  # name: (maps, channels, with gradient)
 SIDE, POINTS = 80, 12544
@@ -60,10 +61,7 @@ def main() -> None:
         medians = median_forward_backward_ms(lambda name: _step(sides[name], x, grid, backward), list(sides),
                                              args.repeats)
         cells = [f"{case}: [{maps}, {channels}, {SIDE}, {SIDE}] at {POINTS} points"]
-        for what, index in (("fwd", 0), ("bwd", 1)) if backward else (("fwd", 0),):
-            ms = {name: medians[name][index] for name in sides}
-            cells.append(f"{what} grid_sample {ms['grid_sample']:7.1f} ms ours {ms['ours']:6.1f} ms "
-                         f"x{ms['grid_sample'] / ms['ours']:.1f}")
+        cells += speedup_cells(medians, "grid_sample", backward)
         cells.append(f"max |diff| {diff:.1e}")
         print(" | ".join(cells))
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Callable, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from op_timing import median_forward_backward_ms, op_benchmark_parser, use_cpu_threads  # noqa: E402
+from op_timing import (median_forward_backward_ms, op_benchmark_parser, speedup_cells,  # noqa: E402
+                       use_cpu_threads)
 
 LEVELS = {  # name: (feature side, RoI count, smallest and largest RoI side in px, spatial scale)
     "P2": (80, 700, 8, 112, 0.25),
@@ -85,13 +86,9 @@ def main() -> None:
         medians = median_forward_backward_ms(
             lambda name: _step(sides[name], feat, boxes, num, upstream, args.output_size, scale)[:2],
             list(sides), args.repeats)
-        fwd = {name: ms[0] for name, ms in medians.items()}
-        bwd = {name: ms[1] for name, ms in medians.items()}
         _, count, smallest, largest, _ = LEVELS[level]
         cells = [f"{level} {list(feat.shape)} {count} RoIs {smallest}..{largest}px"]
-        for what, ms in (("fwd", fwd), ("bwd", bwd)):
-            cells.append(f"{what} paddle {ms['paddle']:6.1f} ms ours {ms['ours']:6.1f} ms "
-                         f"x{ms['paddle'] / ms['ours']:.1f}")
+        cells += speedup_cells(medians, "paddle")
         cells.append(f"max |diff| out {out_diff:.1e} grad {grad_diff:.1e}")
         print(" | ".join(cells))
 

@@ -1,6 +1,6 @@
-"""Forward and backward timing of several implementations of one operator, alternately, and the command
-line shared by the operator benchmarks (tools/benchmark_roi_align.py, benchmark_ms_deform_attn.py,
-benchmark_point_sample.py)."""
+"""Forward and backward timing of several implementations of one operator, alternately, with the command
+line and result cells shared by the operator benchmarks (tools/benchmark_roi_align.py,
+benchmark_ms_deform_attn.py, benchmark_point_sample.py)."""
 import argparse
 import os
 import statistics
@@ -37,3 +37,12 @@ def median_forward_backward_ms(step: Callable[[str], Tuple[float, float]], names
             times[name].append(step(name))
     return {name: (statistics.median(t[0] for t in runs) * 1e3, statistics.median(t[1] for t in runs) * 1e3)
             for name, runs in times.items()}
+
+
+def speedup_cells(medians: Dict[str, Tuple[float, float]], reference: str,
+                  backward: bool = True) -> List[str]:
+    """"fwd <reference> .. ms ours .. ms x<speed-up>" (and the same for bwd) from
+    `median_forward_backward_ms`'s result, whose sides are `reference` and "ours"."""
+    phases = (("fwd", 0), ("bwd", 1)) if backward else (("fwd", 0),)
+    return [f"{what} {reference} {medians[reference][i]:7.1f} ms ours {medians['ours'][i]:6.1f} ms "
+            f"x{medians[reference][i] / medians['ours'][i]:.1f}" for what, i in phases]
