@@ -36,6 +36,8 @@ runs. PaddleDetection's side needs numpy<2 in its own environment, hence `--ppde
 
 Ours runs as the CLI does on CPU, with engine.runtime.malloc_tuning (`--no-malloc-tuning`: without);
 `--ppdet-malloc-tuning` gives PaddleDetection the same glibc settings, for a like-for-like comparison.
+Likewise engine.runtime.blas_dispatch (MKL's AVX2 kernels on AMD CPUs): ours has it unless
+`--no-blas-tuning`, PaddleDetection only with `--ppdet-blas-tuning` (as shipped, it runs MKL's own dispatch).
 """
 import argparse
 import json
@@ -54,6 +56,7 @@ from benchmark_inputs import (REPO, DETR_TRAIN, arch, family, image, make_weight
 
 sys.path.insert(0, str(REPO))
 from engine.deployment.high_performance import HPIP, RUN_MODES  # noqa: E402  (no Paddle import)
+from engine.runtime.blas_dispatch import MKL_CPU_TYPE, OPT_OUT as BLAS_OPT_OUT  # noqa: E402
 
 PPDET_CONFIGS = {
     "MaskRCNN-ResNet50-FPN": "configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.yml",
@@ -237,6 +240,11 @@ def _spawn(python: str, args, side: str, task: str, keep_top_k: int, run_mode: s
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES="")
     if args.no_malloc_tuning:
         env["INSTSEG_MALLOC_TUNING"] = "0"
+    # Importing `engine` (this file does, in every worker too) sets MKL_DEBUG_CPU_TYPE on AMD CPUs unless
+    # INSTSEG_BLAS_TUNING=0: each side decides afresh. PaddleDetection runs as shipped unless asked.
+    env.pop(MKL_CPU_TYPE, None)
+    if args.no_blas_tuning or (side == "ppdet" and not args.ppdet_blas_tuning):
+        env[BLAS_OPT_OUT] = "0"
     # engine.runtime.malloc_tuning's settings, as glibc variables
     if args.ppdet_malloc_tuning and side == "ppdet":
         env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2 ** 31 - 1),
@@ -311,6 +319,10 @@ def main() -> None:
                              "(INSTSEG_MALLOC_TUNING=0)")
     parser.add_argument("--ppdet-malloc-tuning", action="store_true",
                         help="PaddleDetection with the same glibc malloc settings (environment variables)")
+    parser.add_argument("--no-blas-tuning", action="store_true",
+                        help="ours and exported without engine.runtime.blas_dispatch (INSTSEG_BLAS_TUNING=0)")
+    parser.add_argument("--ppdet-blas-tuning", action="store_true",
+                        help="PaddleDetection with the same MKL setting (MKL_DEBUG_CPU_TYPE, on AMD CPUs)")
     parser.add_argument("--run-mode", nargs="+", default=["auto"], choices=[*RUN_MODES, HPIP],
                         help="DeployPredictor run modes for --exported (auto: oneDNN on CPU; hpip: what "
                              "use_hpip picks); several are timed side by side")

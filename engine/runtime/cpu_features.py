@@ -1,5 +1,5 @@
-"""What the CPU can do that inference precision choices depend on (read once per call, no Paddle import
-unless /proc/cpuinfo is unavailable).
+"""What the CPU is and can do (vendor, feature flags), for the precision and BLAS choices that depend on it
+(read once per call, no Paddle import unless /proc/cpuinfo is unavailable).
 
 bf16 is only worth running where the CPU computes it natively: AVX512_BF16 (Cooper Lake, Zen 4 and later)
 or AMX (Sapphire Rapids and later). oneDNN also emulates bf16 on plain AVX512 CPUs, slower than fp32, and
@@ -24,6 +24,19 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> FrozenSet[str]:
         if key.strip() in ("flags", "Features"):
             return frozenset(value.split())
     return frozenset()
+
+
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The first CPU's vendor id in `cpuinfo` ('GenuineIntel', 'AuthenticAMD', ...; '' when unknown)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "vendor_id":
+            return value.strip()
+    return ""
 
 
 def cpu_has_fast_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
