@@ -42,7 +42,8 @@ def _worker(threads: int, repeats: int, out_file: str) -> None:
     def conv_step():
         y = conv(x)
         (y * y).mean().backward()
-        return np.concatenate([y.numpy().ravel()[:4096], conv.weight.grad.numpy().ravel()])
+        grad = conv.weight.grad.numpy()  # type: ignore[union-attr]
+        return np.concatenate([y.numpy().ravel()[:4096], grad.ravel()])
 
     result = {}
     conv_flops = 3 * 2.0 * CONV[0] * CONV[1] ** 2 * 9 * CONV[2] * CONV[3]  # forward, input and weight grads
@@ -73,7 +74,7 @@ def main() -> None:
 
     avx2 = mkl_avx2_setting(environ={})
     settings = {"MKL dispatch": {OPT_OUT: "0"}, "blas_dispatch": {}}
-    best = {name: {} for name in settings}
+    best: dict = {name: {} for name in settings}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
             for name, extra in settings.items():
