@@ -97,6 +97,36 @@ def test_masks_are_resized_to_original_pixels_like_interpolate() -> None:
     assert (resized != expected.numpy()).mean() < 1e-3
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.7, 1.0])
+def test_mask_threshold_holds_per_image_of_a_padded_batch(threshold: float) -> None:
+    """Thresholding the logits (no sigmoid) keeps sigmoid(x) > t, and nothing outside a smaller image of the
+    batch passes, whatever t (below 0.5 zero logits there would)."""
+    logits = paddle.to_tensor(np.random.default_rng(1).normal(0, 3, (2, 3, 24, 24)).astype("float32"))
+    im_shape = paddle.to_tensor([[96.0, 96.0], [64.0, 96.0]])  # image 2 fills 2/3 of the padded height
+    original = paddle.to_tensor([[50.0, 70.0], [30.0, 45.0]])
+    resized = resize_to_original(logits, im_shape, paddle.to_tensor([96, 96], "int32"), original,
+                                 threshold).numpy()
+    assert resized.shape == (2, 3, 50, 70)
+    for i, (rows, h, w) in enumerate([(24, 50, 70), (16, 30, 45)]):
+        up = _bilinear(_bilinear(logits.numpy()[i], rows, h, axis=1), 24, w, axis=2)
+        expected = 1.0 / (1.0 + np.exp(-up.astype("float64"))) > threshold
+        assert (resized[i, :, :h, :w] != expected).mean() < 1e-3
+        assert not resized[i, :, h:, :].any() and not resized[i, :, :, w:].any()
+
+
+def _bilinear(x: np.ndarray, extent: int, size: int, axis: int) -> np.ndarray:
+    """Map the first `extent` cells of one axis onto `size` pixels as align_corners=False bilinear sampling
+    does, clamped to the axis' cells (a padded image's last row blends with the padding, as in the model)."""
+    cells = x.shape[axis]
+    u = np.clip((np.arange(size) + 0.5) * extent / size - 0.5, 0, cells - 1)
+    lo = np.floor(u).astype(int)
+    hi = np.minimum(lo + 1, cells - 1)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    frac = (u - lo).reshape(shape)
+    return np.take(x, lo, axis=axis) * (1 - frac) + np.take(x, hi, axis=axis) * frac
+
+
 def test_boxes_are_in_original_pixels() -> None:
     model = tiny()
     model.eval()
