@@ -16,10 +16,11 @@ from ...errors import ConfigError
 from ..backbones.resnet import ResNet
 from ..heads.solov2_head import SOLOv2Head, points_nms
 from ..heads.solov2_mask_head import SOLOv2MaskHead
-from ..heads.solov2_post import SOLOv2PostProcess, candidates, mask_boxes, masks_to_original, select
+from ..heads.solov2_post import SOLOv2PostProcess, candidates, masks_to_original, select
 from ..losses.dice import dice_loss
 from ..losses.focal import sigmoid_focal_loss
 from ..necks.fpn import FPN
+from ..ops.box_format import mask_extents
 from ..ops.solov2_targets import SOLOv2Targets, cells_among_levels, levels_with_masks, solov2_targets
 from .export_inputs import image_input_spec
 
@@ -133,7 +134,7 @@ class SOLOv2(nn.Layer):
         masks = masks_to_original(probs, (h, w), resized, original, original_size.max(axis=0).astype("int32"),
                                   self.post.mask_threshold)
         bbox = paddle.concat([rows["label"].astype("float32").unsqueeze(1), rows["score"].unsqueeze(1),
-                              mask_boxes(masks)], axis=1)
+                              mask_extents(masks)], axis=1)
         real = paddle.nonzero(paddle.logical_not(rows["placeholder"])).flatten()
         counts = paddle.gather(counts, paddle.arange(0, num_images, dtype="int64")).astype("int32")
         return {"bbox": paddle.gather(bbox, real), "bbox_num": counts, "mask": paddle.gather(masks, real)}

@@ -183,18 +183,3 @@ def masks_to_original(probs: paddle.Tensor, feat_size: Tuple[paddle.Tensor, padd
     inside_x = paddle.arange(0, canvas[1], dtype="float32").unsqueeze(0) < original[:, 1:2]
     inside = paddle.logical_and(inside_y.unsqueeze(2), inside_x.unsqueeze(1))
     return paddle.logical_and(probs > threshold, inside).astype("uint8")
-
-
-def mask_boxes(masks: paddle.Tensor) -> paddle.Tensor:
-    """Tight boxes of uint8 [K, H, W] masks: float32 [K, 4] x1, y1, x2, y2 (pixel edges: a one-pixel mask at
-    (x, y) is (x, y, x + 1, y + 1)); all zero for an empty mask."""
-    rows = masks.astype("int32").max(axis=2)  # [K, H]
-    cols = masks.astype("int32").max(axis=1)  # [K, W]
-    y1 = paddle.argmax(rows, axis=1)
-    x1 = paddle.argmax(cols, axis=1)
-    # last set row / column + 1, as the largest (index + 1) among set ones; not argmax over a flipped
-    # axis, which paddle2onnx cannot map when the axis length is dynamic
-    y2 = (rows * paddle.arange(1, paddle.shape(rows)[1] + 1, dtype="int32")).max(axis=1).astype("int64")
-    x2 = (cols * paddle.arange(1, paddle.shape(cols)[1] + 1, dtype="int32")).max(axis=1).astype("int64")
-    nonempty = rows.max(axis=1).astype("float32")
-    return paddle.stack([x1, y1, x2, y2], axis=1).astype("float32") * nonempty.unsqueeze(1)
