@@ -94,8 +94,8 @@ def choose_graph(graphs: List[ExportedGraph], device_kind: str, root: Path) -> E
     from engine.models.ops.compiled_ops import cache_dir
 
     raise WeightsError(
-        f"{root}: no graph of this exported model can run here: {'; '.join(skipped)}. The compiled operators "
-        f"are CPU kernels built on first use with a C++ compiler: install one (g++) so InstSeg can build them "
-        f"into {cache_dir()} (INSTSEG_CACHE), unset INSTSEG_NATIVE_OPS=0 and the operator's own switch, or "
-        f"re-export the model with this InstSeg (Global.mode=export) to get the portable graph "
+        f"{root}: no graph of this exported model can run here: {'; '.join(skipped)}. The compiled "
+        f"operators are CPU kernels built on first use with a C++ compiler: install one (g++) so InstSeg can "
+        f"build them into {cache_dir()} (INSTSEG_CACHE), unset INSTSEG_NATIVE_OPS=0 and the operator's own "
+        f"switch, or re-export the model with this InstSeg (Global.mode=export) to get the portable graph "
         f"inference.json, which needs none.")

@@ -2,9 +2,10 @@
 
 Everything comes from the model directory: the graph, the weights and inference.yml (preprocessing, labels,
 draw threshold). Of an export's graphs, the one with compiled CPU operators runs when their library can be
-found or built here, else the portable one (engine.deployment.graphs). The preprocessing is engine.data.preprocess's (the eval loader's), inputs, batching,
-thresholds and results engine.prediction.base's (the dynamic predictor's); no training code is imported, so
-a deployment needs these modules, numpy, OpenCV and Paddle.
+found or built here, else the portable one (engine.deployment.graphs). The preprocessing is
+engine.data.preprocess's (the eval loader's), inputs, batching, thresholds and results
+engine.prediction.base's (the dynamic predictor's); no training code is imported, so a deployment needs these
+modules, numpy, OpenCV and Paddle (and, for the compiled graph, engine.models.ops's compiled operators).
 """
 import logging
 import os

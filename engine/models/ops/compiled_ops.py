@@ -152,8 +152,9 @@ class CompiledOp:
                                     self.switch)
                     except Exception as exc:  # any build or load problem: the Paddle formulation instead
                         self.state["error"] = str(exc)
-                        (logger.warning if warn else logger.debug)("Compiled CPU operator %s unavailable, using %s: %s", self.name,
-                                       self.fallback, exc)
+                        report = logger.warning if warn else logger.debug
+                        report("Compiled CPU operator %s unavailable, using %s: %s", self.name, self.fallback,
+                               exc)
                     self.state["tried"] = True
         return self.state["op"]
 
