@@ -64,8 +64,12 @@ def resize_to_original(masks: paddle.Tensor, im_shape: paddle.Tensor, pad_shape:
     wy = _axis_weights(extent[:, 0], original[:, 0], size[0], canvas[0])  # [B, Hmax, Hm]
     wx = _axis_weights(extent[:, 1], original[:, 1], size[1], canvas[1])  # [B, Wmax, Wm]
     full = paddle.matmul(paddle.matmul(wy.unsqueeze(1), masks), wx.unsqueeze(1), transpose_y=True)
-    inside = (wy.sum(-1).unsqueeze(-1) * wx.sum(-1).unsqueeze(-2)) > 0  # [B, Hmax, Wmax]
-    keep = (F.sigmoid(full) > threshold) & inside.unsqueeze(1)
+    keep = F.sigmoid(full) > threshold
+    if threshold < 0.5:
+        # outside the image every weight is 0, so full is exactly 0 and sigmoid 0.5: above such a threshold
+        # (at 0.5 and over it is not, and the [B, k, Hmax, Wmax] broadcast AND, slow on CPU, is skipped)
+        inside = (wy.sum(-1).unsqueeze(-1) * wx.sum(-1).unsqueeze(-2)) > 0  # [B, Hmax, Wmax]
+        keep = keep & inside.unsqueeze(1)
     return keep.astype("uint8")
 
 
