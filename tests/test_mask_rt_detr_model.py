@@ -97,6 +97,21 @@ def test_masks_are_resized_to_original_pixels_like_interpolate() -> None:
     assert (resized != expected.numpy()).mean() < 1e-3
 
 
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
+def test_masks_are_empty_outside_each_original_image(threshold: float) -> None:
+    """Two images of different original sizes on one canvas: the smaller one's masks are zero outside it
+    at any threshold (below 0.5 the resized logit 0 there would pass it: those pixels are masked out)."""
+    logits = paddle.to_tensor(np.random.default_rng(1).normal(0, 3, (2, 3, 24, 24)).astype("float32"))
+    resized = resize_to_original(logits, paddle.to_tensor([[96.0, 96.0], [96.0, 96.0]]),
+                                 paddle.to_tensor([96, 96], "int32"),
+                                 paddle.to_tensor([[50.0, 70.0], [30.0, 40.0]]), threshold).numpy()
+    assert resized.shape == (2, 3, 50, 70)
+    assert not resized[1, :, 30:, :].any() and not resized[1, :, :, 40:].any()
+    expected = F.sigmoid(F.interpolate(logits[1:], size=[30, 40], mode="bilinear", align_corners=False))
+    assert (resized[1, :, :30, :40] != (expected.numpy()[0] > threshold)).mean() < 1e-3
+    assert resized[1, :, :30, :40].any()
+
+
 def test_boxes_are_in_original_pixels() -> None:
     model = tiny()
     model.eval()
