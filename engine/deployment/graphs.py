@@ -50,7 +50,7 @@ def listed_graphs(info: Dict[str, Any], root: Path) -> List[ExportedGraph]:
                               {str(k): str(v) for k, v in (entry.get("compiled_ops") or {}).items()})
         for path, what in ((graph.model_file, "model graph"), (graph.params_file, "parameter file")):
             if not path.is_file():
-                raise WeightsError(f"{root}: the {what} {path.name} of the {graph.name} graph is missing; "
+                raise WeightsError(f"{root}: the {what} {path.name} is missing (the {graph.name} graph); "
                                    f"re-export the model.")
         graphs.append(graph)
     return graphs
