@@ -72,6 +72,7 @@ def test_check_dataset_then_train(trained):
     for key in ("pdparams", "pdopt", "pdstates"):
         assert (out / best[key]).is_file(), key
     assert (out / "best_model" / "inference" / "inference.yml").is_file()
+    assert best["compiled_pdmodel"] == "best_model/inference/inference_compiled.json"  # RoIAlign compiled
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r for r in records if "loss" in r]
     assert len(losses) == 3 and all(r["loss"] > 0 for r in losses)

@@ -304,6 +304,9 @@ def test_cli_export_then_predict_directory(demo_weights):
     assert info["label_list"] == [c["name"] for c in sorted(demo["categories"], key=lambda c: c["id"])]
     resize = info["Preprocess"][0]
     assert resize["target_size"] == [64, 96] and resize["interp"] == 1  # demo.yaml
+    # the demo Mask R-CNN pools with RoIAlign: a graph with the compiled operator, then the portable one
+    assert [(g["model_file"], list(g["compiled_ops"])) for g in info["graphs"]] == [
+        ("inference_compiled.json", ["instseg_roi_align"]), ("inference.json", [])]
 
     inputs = tmp / "inputs"
     inputs.mkdir()
@@ -324,6 +327,7 @@ def test_cli_export_then_predict_directory(demo_weights):
         # InstanceSegResult.json["res"]; exported models also say how they ran
         assert set(saved) == {"input_path", "page_index", "boxes", "masks", "inference"}
         assert saved["inference"] == in_process.run_info() and saved["inference"]["use_hpip"] is False
+        assert saved["inference"]["graph"] == "compiled"
         assert saved["input_path"] == str(inputs / f"{stem}{suffix}") and saved["page_index"] is None
         expected = next(in_process.predict(str(inputs / f"{stem}{suffix}"), threshold=0.0))
         assert len(saved["boxes"]) == len(expected.boxes) > 0 and len(saved["masks"]) == len(saved["boxes"])

@@ -70,7 +70,9 @@ def test_cli_exports_onnx_next_to_the_paddle_model(demo_weights):  # noqa: F811
     info = yaml.safe_load((out / "inference.yml").read_text())
     assert info["onnx_file"] == "model.onnx" and info["onnx_opset"] >= 16
     assert sorted(p.name for p in out.iterdir()) == ["inference.json", "inference.pdiparams", "inference.yml",
-                                                     "model.onnx"]  # no temporary trace left behind
+                                                     "inference_compiled.json", "model.onnx"]  # no temporary
+    # trace left behind; the ONNX graph has Paddle's RoIAlign, not the compiled one
+    assert "instseg_" not in (out / "model.onnx").read_bytes().decode("latin-1")
     # ResNet50 + FPN + box head on one path; the widest sum: the box head's first FC over 64 x 7 x 7 values
     assert_onnx_matches_paddle(out, float32_rtol(depth=60, fan_in=64 * 7 * 7))
 

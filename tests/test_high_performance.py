@@ -148,7 +148,7 @@ def test_use_hpip_choice_is_logged_once_and_in_every_result(exported, monkeypatc
     with caplog.at_level(logging.INFO, logger="instseg"):
         deploy = DeployPredictor(out, device="cpu", cpu_threads=1, use_hpip=True)
         results = list(deploy.predict(images(), batch_size=2, threshold=0.0))
-    expected = hp.choose_run_mode("auto", "cpu", True, "rcnn").as_json()
+    expected = {**hp.choose_run_mode("auto", "cpu", True, "rcnn").as_json(), "graph": deploy.graph.name}
     assert expected["use_hpip"] is True and deploy.run_mode == expected["run_mode"]
     assert [r.json["res"]["inference"] for r in results] == [expected] * 3
     assert sum("use_hpip" in r.getMessage() for r in caplog.records) == 1

@@ -31,6 +31,14 @@ run mode and precision that ran, and their time ratios to the first:
 
     python tools/benchmark_models.py --threads 2 --detections 16 --tasks infer --exported --run-mode auto hpip
 
+`--graphs` picks the exported graph each exported side runs (engine.deployment.graphs): `auto` (what a
+deployment picks: the graph with compiled CPU operators when they load, else the portable one), `compiled`
+(the same, failing when the compiled graph did not run) or `portable` (Paddle's own ops only,
+INSTSEG_NATIVE_OPS=0); several make one exported side per run mode and graph, timed alternately:
+
+    python tools/benchmark_models.py --model Mask-RT-DETR-S --exported --tasks infer \
+        --graphs compiled portable
+
 `--ppdet-root` is a checkout of PaddleDetection develop (not committed here); without it only ours
 runs. PaddleDetection's side needs numpy<2 in its own environment, hence `--ppdet-python`.
 
@@ -48,7 +56,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_inputs import (REPO, DETR_TRAIN, arch, family, image, make_weights,  # noqa: E402
@@ -223,21 +231,32 @@ def _worker_exported(args) -> Dict:
             return {name: deploy.predictor.get_output_handle(h).copy_to_cpu()
                     for name, h in zip(deploy.output_names, outputs)}
 
-        result: Dict = {"side": "exported", "times": _time(run, args.repeats)}
         ran = deploy.run_info()
-        result["ran"] = f"{ran['run_mode']}: {ran['backend']} {ran['precision']}"
+        if args.graphs[0] == "compiled" and ran["graph"] != "compiled":
+            raise SystemExit("--graphs compiled: the compiled graph did not run (see the log above)")
+        result: Dict = {"side": "exported", "times": _time(run, args.repeats)}
+        result["ran"] = f"{ran['run_mode']}: {ran['backend']} {ran['precision']}, {ran['graph']} graph"
         result["detections"] = int(run()["bbox_num"].sum())
         result["fallback"] = deploy._fallback is not None  # a batch oneDNN could not run
     return result
 
 
-def _exported_label(modes: List[str], mode: str) -> str:
-    """The exported side's name: `exported`, or `exported[<mode>]` when several run modes are timed."""
-    return "exported" if len(modes) == 1 else f"exported[{mode}]"
+def _exported_sides(args) -> List[Tuple[str, str, str]]:
+    """(name, run mode, graph) of each exported side: `exported`, or `exported[<mode>]` /
+    `exported[<graph>]` / `exported[<mode>,<graph>]` for what varies."""
+    sides = []
+    for mode in args.run_mode:
+        for graph in args.graphs:
+            tags = ([mode] if len(args.run_mode) > 1 else []) + ([graph] if len(args.graphs) > 1 else [])
+            sides.append((f"exported[{','.join(tags)}]" if tags else "exported", mode, graph))
+    return sides
 
 
-def _spawn(python: str, args, side: str, task: str, keep_top_k: int, run_mode: str = "auto") -> Dict:
+def _spawn(python: str, args, side: str, task: str, keep_top_k: int, run_mode: str = "auto",
+           graph: str = "auto") -> Dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES="")
+    if graph == "portable":
+        env["INSTSEG_NATIVE_OPS"] = "0"
     if args.no_malloc_tuning:
         env["INSTSEG_MALLOC_TUNING"] = "0"
     # Importing `engine` (this file does, in every worker too) sets MKL_DEBUG_CPU_TYPE on AMD CPUs unless
@@ -257,7 +276,7 @@ def _spawn(python: str, args, side: str, task: str, keep_top_k: int, run_mode: s
         cmd += ["--ppdet-root", args.ppdet_root]
     if args.onednn and side == "ours":
         cmd += ["--onednn"]
-    cmd += ["--run-mode", run_mode]
+    cmd += ["--run-mode", run_mode, "--graphs", graph]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{side} {task} worker failed:\n{out.stderr[-3000:]}")
@@ -266,15 +285,15 @@ def _spawn(python: str, args, side: str, task: str, keep_top_k: int, run_mode: s
 
 def _measure(args, task: str, k: int) -> str:
     """One line: the best time of each side over the alternating rounds, detections, peak memory."""
-    sides = [("ours", sys.executable, "auto")]
+    sides = [("ours", sys.executable, "auto", "auto")]
     if args.exported and task == "infer":
-        sides += [(_exported_label(args.run_mode, m), sys.executable, m) for m in args.run_mode]
-    sides += [("ppdet", args.ppdet_python, "auto")] if args.ppdet_root else []
-    best: Dict[str, List[float]] = {side: [] for side, _, _ in sides}
+        sides += [(name, sys.executable, mode, graph) for name, mode, graph in _exported_sides(args)]
+    sides += [("ppdet", args.ppdet_python, "auto", "auto")] if args.ppdet_root else []
+    best: Dict[str, List[float]] = {side: [] for side, _, _, _ in sides}
     info: Dict[str, Dict] = {}
     for _ in range(args.rounds):
-        for side, python, mode in sides:
-            res = _spawn(python, args, side.split("[")[0], task, k, mode)
+        for side, python, mode, graph in sides:
+            res = _spawn(python, args, side.split("[")[0], task, k, mode, graph)
             best[side].append(min(res["times"]))
             info[side] = res
     if task == "infer":
@@ -283,15 +302,15 @@ def _measure(args, task: str, k: int) -> str:
         setting = f" batch {args.batch} at {args.train_size}px"
         setting += " (denoising on)" if family(args.model) == "mask_rt_detr" else ""
     line = f"{args.model} {task}" + setting
-    for side, _, _ in sides:
+    for side, _, _, _ in sides:
         extra = [f"{key} {info[side][key]}" for key in ("ran", "detections", "fallback") if key in info[side]]
         extra.append(f"peak {info[side]['peak_mb']:.0f} MB")
         line += f" | {side} {min(best[side]):.2f} s ({', '.join(extra)})"
     if "ppdet" in best:
         peer = min(best["ppdet"])
         line += "".join(f" | {side}/ppdet {min(best[side]) / peer:.2f}"
-                        for side, _, _ in sides if side != "ppdet")
-    exported = [side for side, _, _ in sides if side.startswith("exported")]
+                        for side, _, _, _ in sides if side != "ppdet")
+    exported = [side for side, _, _, _ in sides if side.startswith("exported")]
     line += "".join(f" | {side}/{exported[0]} {min(best[side]) / min(best[exported[0]]):.2f}"
                     for side in exported[1:])
     return line + f" | threads {args.threads}"
@@ -326,6 +345,11 @@ def main() -> None:
     parser.add_argument("--run-mode", nargs="+", default=["auto"], choices=[*RUN_MODES, HPIP],
                         help="DeployPredictor run modes for --exported (auto: oneDNN on CPU; hpip: what "
                              "use_hpip picks); several are timed side by side")
+    parser.add_argument("--graphs", nargs="+", default=["auto"], choices=["auto", "compiled", "portable"],
+                        help="exported graph(s) for --exported: auto (compiled CPU operators when they "
+                             "load), "
+                             "compiled (fail if it did not run), portable (Paddle's own ops); several are "
+                             "timed side by side")
     parser.add_argument("--worker", choices=["ours", "ppdet", "exported"], help=argparse.SUPPRESS)
     parser.add_argument("--task", default="infer", help=argparse.SUPPRESS)
     parser.add_argument("--weights", default=None, help=argparse.SUPPRESS)

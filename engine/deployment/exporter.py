@@ -5,9 +5,20 @@ threshold), so `engine.deployment.inference.DeployPredictor` runs without the tr
 exactly as `evaluate` and `predict` do. With `Export.format=onnx`, `model.onnx` too (the same inputs and
 outputs, see engine.deployment.onnx_export), named in inference.yml as `onnx_file`.
 
+Two graphs of the same model when it uses compiled CPU operators (engine.models.ops.compiled_ops) and they
+are built here: `inference.json`, the portable graph with Paddle's own ops (roi_align, grid_sample), and
+`inference_compiled.json`, traced with the compiled operators inside (graph_target.compiled_ops_graph), which
+Paddle Inference runs once the operators' library is loaded in the process. Both read the same
+`inference.pdiparams` (a second parameter file is written only if Paddle saved different bytes).
+inference.yml's `graphs` lists them in order of preference with the operators each needs (name -> source
+digest); `model_file` / `params_file` stay the portable graph's, for readers that know no `graphs`.
+engine.deployment.graphs picks the graph that runs.
+
 `Global.mode=export` (`run`) loads `Export.weight_path` into a freshly built model and exports it.
 """
+import filecmp
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -20,7 +31,8 @@ from omegaconf import DictConfig
 from engine.data.preprocess import Preprocess
 from engine.deployment.onnx_export import ONNX_BATCH, ONNX_FILE, convert_to_onnx, require_paddle2onnx
 from engine.errors import ModeNotAvailableError, WeightsError
-from engine.models.ops.graph_target import onnx_graph
+from engine.models.ops.compiled_ops import find_compiled_op
+from engine.models.ops.graph_target import compiled_ops_graph, onnx_graph
 from engine.prediction.labels import model_labels
 from engine.runtime.atomic_io import write_text
 
@@ -31,6 +43,7 @@ OUTPUTS = ("bbox", "bbox_num", "mask")  # the graph's outputs, in this order
 MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR, legacy IR
 PARAMS_FILE = "inference.pdiparams"
 CONFIG_FILE = "inference.yml"
+COMPILED_STEM = "inference_compiled"  # the graph with compiled operators: inference_compiled.json
 
 
 class _Exported(nn.Layer):
@@ -92,6 +105,27 @@ def _save_graph(model: nn.Layer, out: Path, batch: Optional[int] = None) -> str:
     return model_file
 
 
+def _save_compiled_graph(model: nn.Layer, out: Path) -> Optional[Dict[str, Any]]:
+    """out/inference_compiled.* traced with the compiled operators that are built and switched on; its
+    `graphs` entry, or None when the model's inference path uses none (then nothing is written). Traced
+    in a private temporary folder, so the portable graph's files in `out` are not touched."""
+    with tempfile.TemporaryDirectory(prefix=".compiled-trace-", dir=out) as tmp:
+        with compiled_ops_graph() as taken:
+            traced = _save_graph(model, Path(tmp))
+        if not taken:
+            return None
+        model_file = COMPILED_STEM + Path(traced).suffix
+        os.replace(Path(tmp) / traced, out / model_file)
+        params_file = PARAMS_FILE
+        if not filecmp.cmp(Path(tmp) / PARAMS_FILE, out / PARAMS_FILE, shallow=False):
+            params_file = COMPILED_STEM + ".pdiparams"
+            os.replace(Path(tmp) / PARAMS_FILE, out / params_file)
+    ops = {name: find_compiled_op(name).source_digest() for name in taken}  # type: ignore[union-attr]
+    logger.info("Exported a second graph, %s, with the compiled operators %s (inference.json keeps "
+                "Paddle's own ops)", model_file, ", ".join(ops))
+    return {"name": "compiled", "model_file": model_file, "params_file": params_file, "compiled_ops": ops}
+
+
 def _export_onnx(model: nn.Layer, out: Path) -> Dict[str, Any]:
     """out/model.onnx from a graph traced for ONNX (engine.models.ops.graph_target) in a private temporary
     folder; the Paddle graph in `out` is not touched. One image per run: paddle2onnx maps roi_align with
@@ -108,7 +142,8 @@ def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str,
     `weight_path`: the file the weights came from (None: the run of `cfg`), where the labels are found.
     `onnx`: also write model.onnx (engine.deployment.onnx_export; needs paddle2onnx).
 
-    Returns {"inference_config", "pdmodel", "pdiparams"[, "pdiparams.info"][, "onnx"]}: absolute file paths.
+    Returns {"inference_config", "pdmodel", "pdiparams"[, "pdiparams.info"][, "compiled_pdmodel"
+    [, "compiled_pdiparams"]][, "onnx"]}: absolute file paths.
     """
     info = inference_config(model, cfg, "", weight_path)  # label / preprocessing errors before any file
     if onnx:
@@ -124,6 +159,13 @@ def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str,
              "pdiparams": str(out / PARAMS_FILE)}
     if (out / "inference.pdiparams.info").is_file():
         files["pdiparams.info"] = str(out / "inference.pdiparams.info")
+    compiled = _save_compiled_graph(model, out)
+    portable = {"name": "portable", "model_file": model_file, "params_file": PARAMS_FILE, "compiled_ops": {}}
+    info["graphs"] = [compiled, portable] if compiled else [portable]
+    if compiled:
+        files["compiled_pdmodel"] = str(out / compiled["model_file"])
+        if compiled["params_file"] != PARAMS_FILE:
+            files["compiled_pdiparams"] = str(out / compiled["params_file"])
     if onnx:
         converted = _export_onnx(model, out)
         info["onnx_file"], info["onnx_opset"] = ONNX_FILE, converted["opset"]

@@ -1,9 +1,11 @@
 """Deployment inference: run an exported model (engine.deployment.exporter) with Paddle Inference.
 
 Everything comes from the model directory: the graph, the weights and inference.yml (preprocessing, labels,
-draw threshold). The preprocessing is engine.data.preprocess's (the eval loader's), inputs, batching,
-thresholds and results engine.prediction.base's (the dynamic predictor's); no training code is imported, so
-a deployment needs these modules, numpy, OpenCV and Paddle.
+draw threshold). Of an export's graphs, the one with compiled CPU operators runs when their library can be
+found or built here, else the portable one (engine.deployment.graphs). The preprocessing is
+engine.data.preprocess's (the eval loader's), inputs, batching, thresholds and results
+engine.prediction.base's (the dynamic predictor's); no training code is imported, so a deployment needs these
+modules, numpy, OpenCV and Paddle (and, for the compiled graph, engine.models.ops's compiled operators).
 """
 import logging
 import os
@@ -16,6 +18,7 @@ import yaml
 from paddle import inference as paddle_infer
 
 from engine.data.preprocess import Preprocess
+from engine.deployment.graphs import PORTABLE, ExportedGraph, choose_graph, listed_graphs
 from engine.deployment.high_performance import RunChoice, choose_run_mode, is_onednn
 from engine.errors import ConfigError, WeightsError
 from engine.prediction.base import BasePredictor
@@ -33,8 +36,9 @@ ONEDNN_ZERO_SIZE_ERROR = "std::exception"
 logger = logging.getLogger("instseg")
 
 
-def read_inference_config(model_dir: Union[str, os.PathLike]) -> Tuple[Dict[str, Any], Path, Path]:
-    """inference.yml of `model_dir`, and its model and params files; clear errors for anything missing."""
+def read_inference_config(model_dir: Union[str, os.PathLike]) -> Tuple[Dict[str, Any], List[ExportedGraph]]:
+    """inference.yml of `model_dir`, and its graphs in order of preference (engine.deployment.graphs);
+    clear errors for anything missing."""
     root = Path(model_dir)
     if not root.is_dir():
         raise ConfigError(f"Model directory {root} does not exist (Predict.model_dir / model_dir).")
@@ -52,6 +56,8 @@ def read_inference_config(model_dir: Union[str, os.PathLike]) -> Tuple[Dict[str,
     if version > FORMAT_VERSION:
         raise WeightsError(f"{root} was exported with inference format version {version}; this InstSeg "
                            f"reads up to version {FORMAT_VERSION}. Upgrade InstSeg or re-export the model.")
+    if info.get("graphs"):
+        return info, listed_graphs(info, root)
     names = [info["model_file"]] if info.get("model_file") else list(MODEL_FILES)
     model_file = next((root / n for n in names if (root / n).is_file()), None)
     if model_file is None:
@@ -59,7 +65,7 @@ def read_inference_config(model_dir: Union[str, os.PathLike]) -> Tuple[Dict[str,
     params = root / info.get("params_file", "inference.pdiparams")
     if not params.is_file():
         raise WeightsError(f"{root}: the parameter file {params.name} is missing; re-export the model.")
-    return info, model_file, params
+    return info, [ExportedGraph(PORTABLE, model_file, params)]
 
 
 def _device(device: Optional[str]) -> Tuple[str, int]:
@@ -148,13 +154,14 @@ class DeployPredictor(BasePredictor):
         use_hpip: pick the fastest validated run mode for this machine and the model's family
             (engine.deployment.high_performance); an explicit run_mode wins.
 
-    `choice` is the RunChoice made (logged once); each result's JSON carries `run_info()`.
+    `choice` is the RunChoice made (logged once), `graph` the ExportedGraph that runs (the compiled one
+    when its operators load here, else the portable one); each result's JSON carries `run_info()`.
     """
 
     def __init__(self, model_dir: Union[str, os.PathLike], device: Optional[str] = None,
                  threshold: Optional[float] = None, cpu_threads: Optional[int] = None,
                  run_mode: Optional[str] = "auto", use_hpip: bool = False) -> None:
-        self.info, model_file, params = read_inference_config(model_dir)
+        self.info, graphs = read_inference_config(model_dir)
         self.model_dir = Path(model_dir)
         self.model_name = self.info.get("model_name")
         self.labels: List[str] = [str(x) for x in self.info["label_list"]]
@@ -162,12 +169,14 @@ class DeployPredictor(BasePredictor):
         self.preprocessor = Preprocess.from_ops(self.info["Preprocess"],
                                                 str(self.model_dir / "inference.yml"))
         self.output_names = list(self.info.get("outputs", ["bbox", "bbox_num", "mask"]))
-        self._build = (model_file, params, device, cpu_threads)
+        self.graph = choose_graph(graphs, _device(device)[0], self.model_dir)
+        self._build = (self.graph.model_file, self.graph.params_file, device, cpu_threads)
         if _device(device)[0] == "cpu":
             keep_freed_memory()
         family = _family(self.model_name) if use_hpip else None
         self.choice: RunChoice = choose_run_mode(run_mode, _device(device)[0], use_hpip, family)
-        logger.info("%s (%s): %s", self.model_dir, self.model_name, self.choice.describe())
+        logger.info("%s (%s): %s; %s graph", self.model_dir, self.model_name, self.choice.describe(),
+                    self.graph.name)
         self.run_mode = self.choice.run_mode
         self.predictor = self._create(self.run_mode)
         self._fallback: Any = None  # Paddle-kernel predictor for batches oneDNN cannot run
@@ -175,11 +184,12 @@ class DeployPredictor(BasePredictor):
 
     def run_info(self) -> Dict[str, Any]:
         """Backend, precision, run mode, device and use_hpip of the last batch (a batch oneDNN rejected
-        ran on Paddle's kernels: run_mode paddle)."""
+        ran on Paddle's kernels: run_mode paddle), and the graph that ran (compiled | portable)."""
         info = self.choice.as_json()
         if self._last_run_mode != self.choice.run_mode:
             fallback = RunChoice(self._last_run_mode, self.choice.device, self.choice.use_hpip, "")
             info.update(fallback.as_json())
+        info["graph"] = self.graph.name
         return info
 
     def default_threshold(self) -> Optional[float]:

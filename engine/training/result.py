@@ -13,7 +13,8 @@ from engine.training.monitor import CURVES, METRICS
 LABELS = "label_dict.txt"
 _INFERENCE_TAGS = {"inference.yml": "inference_config", "inference.pdmodel": "pdmodel",
                    "inference.json": "pdmodel", "inference.pdiparams": "pdiparams",
-                   "inference.pdiparams.info": "pdiparams.info"}
+                   "inference.pdiparams.info": "pdiparams.info",
+                   "inference_compiled.json": "compiled_pdmodel"}
 
 
 def model_entry(out: Path, ckpt_dir: Path) -> Dict[str, Any]:

@@ -8,14 +8,19 @@ whole setup build each time). An exclusive file lock keeps concurrent processes 
 from building into the same folder at once. If the build fails, one warning says why and the caller's
 Paddle formulation is used for the rest of the process.
 
-Callers use the operator only in eager mode (`usable`): traced / exported static graphs keep Paddle's own
-ops, so Paddle Inference needs no extra library. `INSTSEG_NATIVE_OPS=0` turns every compiled operator off;
-each operator also has its own switch (`INSTSEG_NATIVE_ROI_ALIGN=0`, `INSTSEG_NATIVE_MS_DEFORM_ATTN=0`).
+Callers ask `usable` before running the operator. In eager mode it is used wherever it applies. A traced
+static graph keeps Paddle's own ops (the portable graph, which Paddle Inference runs without any extra
+library), except inside engine.models.ops.graph_target.compiled_ops_graph(), where the custom operator
+itself goes into the graph (the exporter's second graph; whoever loads it must first load the operator's
+library in the same process: `find_compiled_op(name).load()`). `INSTSEG_NATIVE_OPS=0` turns every compiled
+operator off; each operator also has its own switch (`INSTSEG_NATIVE_ROI_ALIGN=0`,
+`INSTSEG_NATIVE_MS_DEFORM_ATTN=0`, `INSTSEG_NATIVE_POINT_SAMPLE=0`).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import io
 import logging
 import os
@@ -26,6 +31,8 @@ from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence
 
 import paddle
+
+from .graph_target import take_compiled_op, tracing_with_compiled_ops
 
 try:  # True while paddle.jit.to_static's bytecode translator (SOT) traces a function
     from paddle.base.dygraph.base import in_sot_simulation_mode
@@ -42,6 +49,13 @@ logger = logging.getLogger("instseg")
 
 ALL_OPS_SWITCH = "INSTSEG_NATIVE_OPS"
 CXX_FLAGS = ["-O3", "-fopenmp"]
+# operator name -> the module defining its CompiledOp (how a process that loads an exported graph finds the
+# operators the graph needs without importing any model code)
+DEFINED_IN = {
+    "instseg_roi_align": "engine.models.ops.roi_align_fast",
+    "instseg_ms_deform_attn": "engine.models.ops.ms_deform_attn",
+    "instseg_point_sample": "engine.models.ops.point_sample",
+}
 
 
 def cache_dir() -> Path:
@@ -126,8 +140,9 @@ class CompiledOp:
             digest.update(repr(part).encode())
         return digest.hexdigest()[:16]
 
-    def load(self) -> Optional[Callable[..., paddle.Tensor]]:
-        """The operator's function, building it on the first call; None if that failed (warned once)."""
+    def load(self, warn: bool = True) -> Optional[Callable[..., paddle.Tensor]]:
+        """The operator's function, building it on the first call; None if that failed (warned once,
+        unless the first call says `warn=False`: its caller reports the failure, `state["error"]`)."""
         if not self.state["tried"]:
             with self._guard:
                 if not self.state["tried"]:
@@ -137,19 +152,51 @@ class CompiledOp:
                                     self.switch)
                     except Exception as exc:  # any build or load problem: the Paddle formulation instead
                         self.state["error"] = str(exc)
-                        logger.warning("Compiled CPU operator %s unavailable, using %s: %s", self.name,
-                                       self.fallback, exc)
+                        report = logger.warning if warn else logger.debug
+                        report("Compiled CPU operator %s unavailable, using %s: %s", self.name, self.fallback,
+                               exc)
                     self.state["tried"] = True
         return self.state["op"]
 
+    # not converted by dy2static: plain Python at trace time (its converted copy cannot run `load`)
+    @paddle.jit.not_to_static
     def usable(self, *tensors: paddle.Tensor) -> bool:
-        """Whether to run the operator on these inputs: eager mode, switched on, every tensor a float32
-        CPU tensor, and the operator built (building it if needed)."""
-        if tracing() or not self.enabled():
+        """Whether to run the operator on these inputs: switched on, every tensor float32 (and a CPU tensor
+        in eager mode), the operator built (building it if needed), and either eager mode or a graph traced
+        inside compiled_ops_graph() (which then records the operator's name)."""
+        if tracing():
+            return self._usable_in_graph(tensors)
+        if not self.enabled():
             return False
         if any(not t.place.is_cpu_place() or t.dtype != paddle.float32 for t in tensors):
             return False
         return self.load() is not None
+
+    def _usable_in_graph(self, values: Sequence[paddle.Tensor]) -> bool:
+        # tracing_with_compiled_ops first: it is False under the bytecode translator, which must not reach
+        # the environment lookups of enabled()
+        if not tracing_with_compiled_ops() or not self.enabled():
+            return False
+        if any(v.dtype != paddle.float32 for v in values) or self.load() is None:
+            return False
+        take_compiled_op(self.name)
+        return True
+
+    @paddle.jit.not_to_static
+    def __call__(self, *args: object) -> paddle.Tensor:
+        """Run the operator (once `usable` said so). In a traced graph every tensor input first goes
+        through paddle.assign: Paddle 3.3.1's oneDNN kernels hand a custom operator their output in oneDNN's
+        own (blocked) memory layout, which it would read as plain NCHW (wrong results); assign has no oneDNN
+        kernel, so Paddle Inference converts the layout for it, and the operator gets plain tensors."""
+        if tracing():
+            args = tuple(paddle.assign(a) if isinstance(a, (paddle.Tensor, paddle.pir.Value)) else a
+                         for a in args)
+        return self.state["op"](*args)
+
+    def source_digest(self) -> str:
+        """Hash of the C++ source: an exported graph records it, and a graph made with another version of
+        the operator is not run with this one."""
+        return hashlib.sha256(self.source.read_bytes()).hexdigest()[:16]
 
     def compile(self) -> Callable[..., paddle.Tensor]:
         """Build (or find already built) and load the operator; returns its Python function."""
@@ -197,3 +244,13 @@ class CompiledOp:
         except Exception as exc:  # a stale or truncated library: build it again
             logger.debug("Rebuilding %s: %s", library, exc)
             return None
+
+
+def find_compiled_op(name: str) -> Optional[CompiledOp]:
+    """The CompiledOp of the operator `name` (see DEFINED_IN), None for an operator this InstSeg lacks."""
+    module = DEFINED_IN.get(name)
+    if module is None:
+        return None
+    found = [v for v in vars(importlib.import_module(module)).values()
+             if isinstance(v, CompiledOp) and v.name == name]
+    return found[0] if found else None

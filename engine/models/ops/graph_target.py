@@ -1,15 +1,21 @@
-"""Which runtime a graph being traced is for: Paddle Inference (the default) or ONNX.
+"""Which runtime a graph being traced is for: Paddle Inference with Paddle's own ops (the default, the
+portable graph), Paddle Inference with InstSeg's compiled CPU operators, or ONNX.
 
 paddle2onnx has no ONNX mapping for a few Paddle ops our graphs use (`nms`, `distribute_fpn_proposals`).
 While `onnx_graph()` is active, the ops that would emit them trace an equivalent built from ops it can map
 (same outputs); eager code and graphs traced for Paddle Inference are unaffected.
+
+While `compiled_ops_graph()` is active, callers of a CompiledOp (engine.models.ops.compiled_ops) put the
+custom operator itself into the traced graph when it is built and switched on, instead of Paddle's op; the
+block yields the names of the operators the graph took, which whoever loads the graph must load first.
 """
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, List, Optional
 
 import paddle
 
 _onnx_depth = 0  # nesting depth of onnx_graph()
+_compiled_ops_taken: Optional[List[str]] = None  # inside compiled_ops_graph(): the operators traced so far
 
 
 @contextmanager
@@ -29,3 +35,28 @@ def onnx_graph() -> Iterator[None]:
 def tracing_for_onnx() -> bool:
     """True while a static graph is being traced inside `onnx_graph()`."""
     return _onnx_depth > 0 and not paddle.in_dynamic_mode()
+
+
+@contextmanager
+def compiled_ops_graph() -> Iterator[List[str]]:
+    """Trace for Paddle Inference with the compiled CPU operators inside this block
+    (engine.deployment.exporter); yields the list of the operators' names the traced graph uses."""
+    global _compiled_ops_taken
+    outer, _compiled_ops_taken = _compiled_ops_taken, []
+    try:
+        yield _compiled_ops_taken
+    finally:
+        _compiled_ops_taken = outer
+
+
+@paddle.jit.not_to_static  # read at trace time, never frozen into a converted copy (see tracing_for_onnx)
+def tracing_with_compiled_ops() -> bool:
+    """True while a static graph is being traced inside `compiled_ops_graph()`."""
+    return _compiled_ops_taken is not None and not paddle.in_dynamic_mode()
+
+
+@paddle.jit.not_to_static
+def take_compiled_op(name: str) -> None:
+    """Record that the graph being traced inside `compiled_ops_graph()` uses the operator `name`."""
+    if _compiled_ops_taken is not None and name not in _compiled_ops_taken:
+        _compiled_ops_taken.append(name)

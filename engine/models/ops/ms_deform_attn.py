@@ -6,10 +6,11 @@ Parameter names are an external contract: `sampling_offsets`, `attention_weights
 Each query looks at `num_points` places per head and level around its reference box and mixes the
 bilinearly sampled values with softmax weights. The reference formulation samples with
 `paddle.nn.functional.grid_sample` (align_corners=False, zero padding), the operator PaddleDetection uses
-without its CUDA extension; it is what traced / exported graphs contain, so they run on Paddle Inference.
-In eager mode on CPU a compiled operator (ms_deform_attn_cpu.cc, built by compiled_ops.py) computes the
-same result and gradients in one pass, many times faster; `INSTSEG_NATIVE_MS_DEFORM_ATTN=0` (or
-`INSTSEG_NATIVE_OPS=0`) keeps the grid_sample formulation everywhere.
+without its CUDA extension; it is what portable traced / exported graphs contain. In eager mode on CPU, and
+in graphs traced for Paddle Inference with compiled operators (graph_target.compiled_ops_graph), a compiled
+operator (ms_deform_attn_cpu.cc, built by compiled_ops.py) computes the same result and gradients in one
+pass, many times faster; `INSTSEG_NATIVE_MS_DEFORM_ATTN=0` (or `INSTSEG_NATIVE_OPS=0`) keeps the
+grid_sample formulation everywhere.
 """
 import math
 from pathlib import Path
@@ -39,16 +40,17 @@ def deformable_sample(values: Sequence[paddle.Tensor], level_sizes: Sequence[pad
         float32 [B, Lq, M * D].
     """
     if NATIVE.usable(locations, weights, *values):
-        batch, heads = locations.shape[0], locations.shape[2]
+        heads = locations.shape[2]
         # all levels as one [B, S, M, D] tensor (S = every level's positions): the layout the operator reads
-        value = paddle.concat(list(values), 1).reshape([batch, -1, heads, values[0].shape[2] // heads])
-        return NATIVE.state["op"](value, paddle.stack(list(level_sizes)), locations, weights)
+        # (0: that axis's size, also when a traced graph has it unknown)
+        value = paddle.concat(list(values), 1).reshape([0, 0, heads, values[0].shape[2] // heads])
+        return NATIVE(value, paddle.stack(list(level_sizes)), locations, weights)
     return grid_sample_formulation(values, level_sizes, locations, weights)
 
 
 def grid_sample_formulation(values: Sequence[paddle.Tensor], level_sizes: Sequence[paddle.Tensor],
                             locations: paddle.Tensor, weights: paddle.Tensor) -> paddle.Tensor:
-    """`deformable_sample` with one paddle grid_sample per level (the reference; traced graphs use it)."""
+    """`deformable_sample` with one paddle grid_sample per level (the reference; portable graphs use it)."""
     num_queries, heads, levels, points = locations.shape[1:5]
     head_dim = values[0].shape[2] // heads
     grids = 2.0 * locations - 1.0

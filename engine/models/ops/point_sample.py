@@ -31,6 +31,6 @@ def grid_sample_points(x: paddle.Tensor, grid: paddle.Tensor) -> paddle.Tensor:
     """
     if grid.stop_gradient and NATIVE.usable(x, grid):
         n, ho, wo = grid.shape[:3]
-        out = NATIVE.state["op"](x, grid.reshape([n, ho * wo, 2]))
+        out = NATIVE(x, grid.reshape([n, ho * wo, 2]))
         return out.reshape([n, x.shape[1], ho, wo])
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

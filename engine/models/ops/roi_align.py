@@ -77,8 +77,8 @@ class RoIAlign:
 
     def _pool(self, feat: paddle.Tensor, rois: paddle.Tensor, rois_num: paddle.Tensor,
               scale: float) -> paddle.Tensor:
-        # Eager CPU float32: the compiled operator (same results, much faster backward); static
-        # graphs and other devices: paddle.vision.ops.roi_align.
+        # Eager CPU float32 and graphs traced with compiled ops: the compiled operator (same results,
+        # much faster backward); portable static graphs and other devices: paddle.vision.ops.roi_align.
         return roi_align_fast.roi_align(feat, rois, rois_num, self.output_size, spatial_scale=scale,
                                         sampling_ratio=self.sampling_ratio, aligned=self.aligned)
 

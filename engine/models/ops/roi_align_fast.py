@@ -3,8 +3,9 @@
 Paddle's CPU roi_align kernels are single-threaded and their backward is slow; the custom operator
 computes the same thing (forward and gradient, to float rounding) several times faster, on as many
 threads as paddle's set_num_threads allows (tools/benchmark_roi_align.py measures it).
-`roi_align` uses it in eager mode for float32 CPU tensors and otherwise calls paddle.vision.ops.roi_align,
-so traced/exported static graphs keep Paddle's own op and Paddle Inference needs no extra library.
+`roi_align` uses it in eager mode for float32 CPU tensors, and in graphs traced for Paddle Inference with
+compiled operators (graph_target.compiled_ops_graph); otherwise it calls paddle.vision.ops.roi_align, so
+portable traced / exported graphs keep Paddle's own op and Paddle Inference needs no extra library.
 Building, caching and loading: engine/models/ops/compiled_ops.py. `INSTSEG_NATIVE_ROI_ALIGN=0` (or
 `INSTSEG_NATIVE_OPS=0`) turns the operator off.
 """
@@ -45,6 +46,5 @@ def roi_align(x: paddle.Tensor, boxes: paddle.Tensor, boxes_num: Optional[paddle
         pooled_h = pooled_w = output_size
     else:
         pooled_h, pooled_w = output_size
-    op = OP.state["op"]
-    return op(x, boxes, boxes_num, int(pooled_h), int(pooled_w), float(spatial_scale), int(sampling_ratio),
+    return OP(x, boxes, boxes_num, int(pooled_h), int(pooled_w), float(spatial_scale), int(sampling_ratio),
               bool(aligned))
