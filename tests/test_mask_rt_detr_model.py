@@ -13,8 +13,9 @@ from engine.config.architectures import MaskRTDETRArchitecture
 from engine.models.ops.box_format import mask_to_cxcywh
 from engine.models.ops.denoising import _attention_mask, denoising_queries
 from engine.models.ops.detr_postprocess import resize_to_original
-from engine.models.ops.hungarian_matcher import HungarianMatcher
+from engine.models.ops.hungarian_matcher import HungarianMatcher, TermWeights
 from engine.models.ops.ms_deform_attn import deformable_sample
+from engine.models.ops.point_sample import grid_sample_points
 from engine.models.zoo import build_model
 from test_rcnn_learning import synthetic_batch
 
@@ -207,6 +208,29 @@ def test_matcher_finds_the_assignment_of_least_cost() -> None:
     classes = paddle.to_tensor([0, 1, 2], "int64")
     rows, cols = HungarianMatcher()(boxes, logits, [gt], [classes])[0]
     assert dict(zip(rows.numpy().tolist(), cols.numpy().tolist())) == {0: 2, 1: 0, 2: 1}
+
+
+def test_mask_cost_is_the_mean_point_bce_and_dice_of_each_pair() -> None:
+    """The matcher's one-pass BCE cost equals the per-pair definition on the same random points."""
+    rng = np.random.default_rng(4)
+    masks = paddle.to_tensor(rng.normal(0, 4, (2, 3, 8, 8)).astype("float32"))  # 2 images, 3 queries
+    gt = [paddle.to_tensor((rng.uniform(size=(n, 16, 16)) > 0.5).astype("float32")) for n in (2, 1)]
+    matcher = HungarianMatcher(TermWeights(mask_weight=1.0, dice_weight=0.0), num_sample_points=50)
+    paddle.seed(7)
+    cost = matcher._mask_cost(masks, gt, [2, 1]).numpy()
+    paddle.seed(7)
+    points = paddle.rand([2, 1, 50, 2]) * 2.0 - 1.0  # what the matcher drew
+    pred = grid_sample_points(masks, points).squeeze(-2).numpy().astype("float64")  # [2, 3, 50]
+    expected = []
+    for image, gt_masks in enumerate(gt):
+        shared = points[image:image + 1].tile([len(gt_masks), 1, 1, 1])
+        target = grid_sample_points(gt_masks.unsqueeze(1), shared)
+        target = target.squeeze([1, 2]).numpy().astype("float64")  # [M, 50]
+        x = pred[image][:, None, :]
+        bce = np.maximum(x, 0) - x * target[None] + np.log1p(np.exp(-np.abs(x)))
+        expected.append(bce.mean(-1))  # [3, M]
+    np.testing.assert_allclose(cost[:3, :2], expected[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(cost[3:, 2:], expected[1], rtol=1e-5, atol=1e-5)
 
 
 def test_mask_box_is_the_extent_of_its_pixels() -> None:

@@ -94,10 +94,12 @@ class HungarianMatcher:
         per_gt = paddle.concat([p.unsqueeze(0).tile([n, 1, 1, 1]) for p, n in zip(points, counts) if n > 0])
         target = paddle.concat(list(gt_masks)).unsqueeze(1).astype("float32")
         target = grid_sample_points(target, per_gt).squeeze([1, 2])  # [N, P]
-        on = F.binary_cross_entropy_with_logits(pred, paddle.ones_like(pred), reduction="none")
-        off = F.binary_cross_entropy_with_logits(pred, paddle.zeros_like(pred), reduction="none")
-        bce = (paddle.matmul(on, target, transpose_y=True)
-               + paddle.matmul(off, 1 - target, transpose_y=True)) / self.num_sample_points
+        # mean BCE of every (prediction, target) pair over the points: with off = BCE(x, 0) = softplus(x)
+        # and BCE(x, 1) = off - x, sum_p on·t + off·(1 - t) = sum_p off - x·t, i.e. one softplus pass and
+        # one matmul (two BCE passes and two matmuls took ~1/6 of a Mask-RT-DETR-S training step)
+        off = F.softplus(pred)
+        bce = off.sum(-1, keepdim=True) - paddle.matmul(pred, target, transpose_y=True)
+        bce = bce / self.num_sample_points
         prob = F.sigmoid(pred)
         dice = 1 - (2 * paddle.matmul(prob, target, transpose_y=True) + 1) / (
             prob.sum(-1, keepdim=True) + target.sum(-1).unsqueeze(0) + 1)
