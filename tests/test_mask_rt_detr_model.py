@@ -10,6 +10,7 @@ import paddle.nn.functional as F
 import pytest
 
 from engine.config.architectures import MaskRTDETRArchitecture
+from engine.models.losses.mask_dino_loss import most_uncertain
 from engine.models.ops.box_format import mask_to_cxcywh
 from engine.models.ops.denoising import _attention_mask, denoising_queries
 from engine.models.ops.detr_postprocess import resize_to_original
@@ -231,6 +232,21 @@ def test_mask_cost_is_the_mean_point_bce_and_dice_of_each_pair() -> None:
         expected.append(bce.mean(-1))  # [3, M]
     np.testing.assert_allclose(cost[:3, :2], expected[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(cost[3:, 2:], expected[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [0, 1, 37, 100])
+def test_most_uncertain_points_are_topk_of_the_smallest_logits(k: int) -> None:
+    rng = np.random.default_rng(5)
+    points = paddle.to_tensor(rng.uniform(size=(3, 100, 2)).astype("float32"))
+    logits = paddle.to_tensor(rng.normal(0, 2, (3, 100)).astype("float32"))
+    chosen = most_uncertain(points, logits, k).numpy()
+    assert chosen.shape == (3, k, 2)
+    if k:
+        _, index = paddle.topk(-logits.abs(), k, axis=1)
+        reference = paddle.take_along_axis(points, index.unsqueeze(-1), axis=1, broadcast=True).numpy()
+        for mine, theirs in zip(chosen, reference):  # the same points, in any order
+            as_rows = [np.sort(p.view("V8").ravel()) for p in (mine, theirs)]  # each (x, y) as one item
+            np.testing.assert_array_equal(*as_rows)
 
 
 def test_mask_box_is_the_extent_of_its_pixels() -> None:

@@ -9,6 +9,7 @@ Every term is normalised by the number of ground-truth instances in the batch (a
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 
@@ -142,12 +143,30 @@ class MaskDINOLoss:
         count = masks.shape[0]
         candidates = paddle.rand([count, 1, self.num_oversampled, 2])
         logits = grid_sample_points(masks.unsqueeze(1), 2.0 * candidates - 1.0).squeeze([1, 2])
-        _, index = paddle.topk(-logits.abs(), self.num_important, axis=1)
-        points = paddle.take_along_axis(candidates.squeeze(1), index.unsqueeze(-1), axis=1, broadcast=True)
+        points = most_uncertain(candidates.squeeze(1), logits, self.num_important)
         num_random = self.num_points - self.num_important
         if num_random > 0:
             points = paddle.concat([points, paddle.rand([count, num_random, 2])], axis=1)
         return points
+
+
+def most_uncertain(points: paddle.Tensor, logits: paddle.Tensor, k: int) -> paddle.Tensor:
+    """float32 [n, k, 2]: the k of `points` [n, m, 2] whose `logits` [n, m] are closest to 0 (no gradient).
+
+    The losses average over the points, so their order does not matter: on CPU numpy's argpartition picks
+    them in linear time (Paddle's topk with k ~ m / 4 and the broadcast take_along_axis were ~15 % of a
+    Mask-RT-DETR-S training step, the denoising sets selecting from 37,632 points per instance); other
+    devices keep topk.
+    """
+    if k <= 0:
+        return paddle.zeros([points.shape[0], 0, 2], points.dtype)
+    if not points.place.is_cpu_place():
+        _, index = paddle.topk(-logits.abs(), k, axis=1)
+        return paddle.take_along_axis(points, index.unsqueeze(-1), axis=1, broadcast=True)
+    distance = np.abs(logits.numpy())
+    index = np.argpartition(distance, k - 1, axis=1)[:, :k] if k < distance.shape[1] else None
+    chosen = points.numpy() if index is None else np.take_along_axis(points.numpy(), index[..., None], axis=1)
+    return paddle.to_tensor(chosen)
 
 
 def _prediction_sets(out: TransformerOutput) -> Tuple[PredictionSets, Optional[PredictionSets]]:
