@@ -74,6 +74,9 @@ def test_predict_with_use_hpip_records_what_ran(trained) -> None:
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     expected = hp.choose_run_mode("auto", "cpu", True, "rcnn").as_json()  # mkldnn here: no bf16 on this CPU
     summary = json.loads((pred / "predict_result.json").read_text())
+    # which exported graph ran (engine.deployment.graphs; test_export_compiled_graph.py covers the choice)
+    assert summary["inference"].get("graph") in ("compiled", "portable")
+    expected["graph"] = summary["inference"]["graph"]
     assert summary["inference"] == expected and expected["use_hpip"] is True
     saved = [json.loads(Path(r["json"]).read_text()) for r in summary["results"]]
     assert len(saved) == 7 and all(s["inference"] == expected for s in saved)
