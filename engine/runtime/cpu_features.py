@@ -7,36 +7,34 @@ Paddle Inference's `enable_mkldnn_bfloat16()` quietly stays fp32 on CPUs without
 ours: tests monkeypatch `cpu_has_fast_bf16`.
 """
 from pathlib import Path
-from typing import FrozenSet
+from typing import FrozenSet, Optional, Tuple
 
 # /proc/cpuinfo flag names (Linux) of native bf16 arithmetic
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> FrozenSet[str]:
-    """The feature flags of the first CPU in `cpuinfo` (empty when the file is missing, e.g. not Linux)."""
+def _first_cpu_field(cpuinfo: str, keys: Tuple[str, ...]) -> Optional[str]:
+    """The value of the first line of `cpuinfo` whose key is one of `keys` (the first CPU's), None when the
+    file is missing (e.g. not Linux) or has no such line."""
     try:
         text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return frozenset()
+        return None
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+        if key.strip() in keys:
+            return value
+    return None
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> FrozenSet[str]:
+    """The feature flags of the first CPU in `cpuinfo` (empty when the file is missing, e.g. not Linux)."""
+    return frozenset((_first_cpu_field(cpuinfo, ("flags", "Features")) or "").split())
 
 
 def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The first CPU's vendor id in `cpuinfo` ('GenuineIntel', 'AuthenticAMD', ...; '' when unknown)."""
-    try:
-        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "vendor_id":
-            return value.strip()
-    return ""
+    return (_first_cpu_field(cpuinfo, ("vendor_id",)) or "").strip()
 
 
 def cpu_has_fast_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
