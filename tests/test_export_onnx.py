@@ -136,11 +136,32 @@ def test_mask_rt_detr_matches(tmp_path):
     assert_onnx_matches_paddle(tmp_path / "inference", float32_rtol(depth=50, fan_in=32 * 9))
 
 
-def test_solov2_is_refused_before_any_file(tmp_path):
-    """SOLOv2's model.onnx converts and runs but does not match Paddle Inference yet: refused, clearly."""
-    from test_solov2 import tiny_model
+def test_solov2_matches(tmp_path):
+    """SOLOv2, tiny: GroupNorm heads (paddle2onnx loses its epsilon, restored after conversion), CoordConv,
+    grid resizes as gathers, Matrix NMS, mask resizing to the original image."""
+    from test_solov2 import tiny_model_with_detections
+    model = tiny_model_with_detections()
     cfg = make_cfg(tmp_path)
     cfg.Global.model = "SOLOv2"
-    with pytest.raises(ModeNotAvailableError, match="not supported for SOLOv2 yet"):
-        export_model(tiny_model(), cfg, str(tmp_path / "inference"), onnx=True)
-    assert not (tmp_path / "inference").exists()
+    export_model(model, cfg, str(tmp_path / "inference"), onnx=True)
+    # ResNet50 (base 16) + FPN + heads on one path; the widest sum: res5's 3x3 convs over 128 channels
+    assert_onnx_matches_paddle(tmp_path / "inference", float32_rtol(depth=60, fan_in=128 * 9))
+
+
+def test_group_norm_epsilon_is_restored(tmp_path):
+    """paddle2onnx 2.1.0 writes GroupNorm's InstanceNormalization with epsilon 0; the converted file
+    carries the Paddle op's epsilon (without it SOLOv2's scores moved by ~1e-2)."""
+    import onnx
+    model = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 1), paddle.nn.GroupNorm(4, 8, epsilon=1e-3))
+    model.eval()
+    paddle.jit.save(model, str(tmp_path / "inference"),
+                    input_spec=[paddle.static.InputSpec([1, 3, 4, 4], "float32", "x")])
+    onnx_file = tmp_path / "model.onnx"
+    convert_to_onnx(tmp_path / "inference.json", tmp_path / "inference.pdiparams", onnx_file)
+    norms = [n for n in onnx.load(str(onnx_file)).graph.node if n.op_type == "InstanceNormalization"]
+    assert [round(onnx.helper.get_attribute_value(a), 9) for n in norms for a in n.attribute
+            if a.name == "epsilon"] == [1e-3]
+    x = np.full((1, 3, 4, 4), 0.5, "float32")  # constant maps: variance 0, only epsilon keeps them finite
+    x[0, :, 0, 0] = 0.6
+    out = OnnxSession(onnx_file).session.run(None, {"x": x})[0]
+    np.testing.assert_allclose(out, model(paddle.to_tensor(x)).numpy(), rtol=1e-5, atol=1e-5)

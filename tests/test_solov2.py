@@ -31,6 +31,15 @@ def tiny_model(num_classes: int = 3, seed: int = 0) -> Any:
     return build_model("SOLOv2", TINY, num_classes)
 
 
+def tiny_model_with_detections(seed: int = 0) -> Any:
+    """tiny_model in eval mode whose category head favours classes 0 and 2 (biases 2, -1, 0.5): every test
+    image has instances."""
+    model = tiny_model(seed=seed)
+    model.solov2_head.solo_cate.bias.set_value(np.array([2.0, -1.0, 0.5], "float32"))
+    model.eval()
+    return model
+
+
 def _save(state: Dict[str, np.ndarray], path: Path) -> Path:
     paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, str(path))
     return path

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from engine.data.preprocess import Preprocess
 from engine.deployment.onnx_export import ONNX_BATCH, ONNX_FILE, convert_to_onnx, require_paddle2onnx
-from engine.errors import ModeNotAvailableError, WeightsError
+from engine.errors import WeightsError
 from engine.models.ops.compiled_ops import find_compiled_op
 from engine.models.ops.graph_target import compiled_ops_graph, onnx_graph
 from engine.prediction.labels import model_labels
@@ -148,9 +148,6 @@ def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str,
     info = inference_config(model, cfg, "", weight_path)  # label / preprocessing errors before any file
     if onnx:
         require_paddle2onnx()
-        if getattr(model, "onnx_unsupported", None):
-            raise ModeNotAvailableError(f"Export.format=onnx is not supported for {cfg.Global.model} yet: "
-                                        f"{model.onnx_unsupported}. Export with Export.format=paddle.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_file = _save_graph(model, out)

@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -64,7 +64,7 @@ def convert_to_onnx(model_file: Path, params_file: Path, onnx_file: Path) -> Dic
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S,
                               env={**os.environ, "P2O_KEEP_TEMP_MODEL": "0"})
         if done.returncode == 0 and tmp.is_file() and tmp.stat().st_size > 0:
-            set_roi_align_modes(tmp, model_file)
+            restore_lost_attributes(tmp, model_file)
         else:
             unmapped = unmapped_ops(model_file) if model_file.suffix == ".json" else []
             raise ModeNotAvailableError(
@@ -76,8 +76,9 @@ def convert_to_onnx(model_file: Path, params_file: Path, onnx_file: Path) -> Dic
     return {"onnx": str(onnx_file), "opset": onnx_opset(onnx_file)}
 
 
-def _paddle_ops(model_file: Path, name: str) -> List[Dict[str, Any]]:
-    """Attributes {name: value} of every `pd_op.<name>` in a saved PIR graph, in program order."""
+def _paddle_ops(program: Any, name: str) -> List[Dict[str, Any]]:
+    """Attributes {name: value} of every `pd_op.<name>` in a saved PIR graph (inference.json, parsed), in
+    program order."""
     found: List[Dict[str, Any]] = []
 
     def walk(node: Any) -> None:
@@ -90,39 +91,88 @@ def _paddle_ops(model_file: Path, name: str) -> List[Dict[str, Any]]:
             for value in node:
                 walk(value)
 
-    walk(json.loads(model_file.read_text(encoding="utf-8")))
+    walk(program)
     return found
 
 
-def set_roi_align_modes(onnx_file: Path, model_file: Path) -> None:
-    """Give each ONNX RoiAlign its Paddle op's pixel convention.
+def restore_lost_attributes(onnx_file: Path, model_file: Path) -> None:
+    """Give the ONNX nodes the Paddle attributes paddle2onnx 2.1.0 loses on the way (RoIAlign's pixel
+    convention, GroupNorm's epsilon), read from the saved Paddle graph; `onnx_file` is rewritten in place."""
+    import onnx
+    program = json.loads(model_file.read_text(encoding="utf-8"))
+    model = onnx.load(str(onnx_file))
+    changed = set_roi_align_modes(model, program)
+    changed = set_group_norm_epsilons(model, program) or changed
+    if changed:
+        onnx.save(model, str(onnx_file))
+
+
+def _paired(model: Any, op_type: str, program: Any, name: str) -> List[Tuple[Any, Dict[str, Any]]]:
+    """The graph's `op_type` nodes, each with the attributes of the Paddle op `name` it was made from;
+    paddle2onnx emits them in program order, so they pair up by position when their numbers agree."""
+    nodes = [n for n in model.graph.node if n.op_type == op_type]
+    paddle_ops = _paddle_ops(program, name) if nodes else []
+    if len(nodes) != len(paddle_ops):
+        raise ModeNotAvailableError(f"paddle2onnx made {len(nodes)} {op_type} nodes from {len(paddle_ops)} "
+                                    f"{name} ops; cannot carry their attributes over.")
+    return list(zip(nodes, paddle_ops))
+
+
+def _set_attribute(node: Any, name: str, value: Any) -> None:
+    from onnx import helper
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend(kept + [helper.make_attribute(name, value)])
+
+
+def set_roi_align_modes(model: Any, program: Any) -> bool:
+    """Give each ONNX RoiAlign of `model` (an onnx ModelProto) its Paddle op's pixel convention; True if
+    the graph has any.
 
     paddle2onnx 2.1.0 drops roi_align's `aligned`, leaving ONNX's default `half_pixel` (= aligned=True),
     while our graphs pool with aligned=False (PaddleDetection's): `output_half_pixel`, which also keeps
     Paddle's minimum RoI size of one feature pixel. The ops are matched in program order, checked by size
     and scale.
     """
-    import onnx
     from onnx import helper
-    paddle_ops = _paddle_ops(model_file, "roi_align")
-    model = onnx.load(str(onnx_file))
-    nodes = [n for n in model.graph.node if n.op_type == "RoiAlign"]
-    if not nodes:
-        return
-    if len(nodes) != len(paddle_ops):
-        raise ModeNotAvailableError(f"paddle2onnx made {len(nodes)} RoiAlign nodes from {len(paddle_ops)} "
-                                    f"roi_align ops; cannot carry their pixel convention over.")
-    for node, op in zip(nodes, paddle_ops):
+    pairs = _paired(model, "RoiAlign", program, "roi_align")
+    for node, op in pairs:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if attrs.get("output_height") != op["pooled_height"] or \
                 abs(attrs.get("spatial_scale", 1.0) - op["spatial_scale"]) > 1e-7:
             raise ModeNotAvailableError(f"RoiAlign {node.name} does not match the Paddle graph's roi_align "
                                         f"({attrs} vs {op}).")
-        mode = "half_pixel" if op["aligned"] else "output_half_pixel"
-        kept = [a for a in node.attribute if a.name != "coordinate_transformation_mode"]
-        del node.attribute[:]
-        node.attribute.extend(kept + [helper.make_attribute("coordinate_transformation_mode", mode)])
-    onnx.save(model, str(onnx_file))
+        _set_attribute(node, "coordinate_transformation_mode",
+                       "half_pixel" if op["aligned"] else "output_half_pixel")
+    return bool(pairs)
+
+
+def _constant_sizes(model: Any) -> Dict[str, int]:
+    """Number of values of each constant tensor (initialiser or Constant node output) of an ONNX graph."""
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant"
+                                               for a in n.attribute if a.name == "value"]
+    return {t.name: int(np.prod(t.dims)) for t in tensors}  # from the header: weights stay unread
+
+
+def set_group_norm_epsilons(model: Any, program: Any) -> bool:
+    """Give each GroupNorm of `model` (an onnx ModelProto) its Paddle op's epsilon; True if it has any.
+
+    paddle2onnx 2.1.0 maps group_norm to Reshape [N, groups, -1] -> InstanceNormalization -> Reshape ->
+    scale and shift, but writes the InstanceNormalization with epsilon 0: it reads Paddle's float64
+    `epsilon` attribute as 0 (float32 attributes such as batch_norm's come through). Without epsilon a
+    group's values are divided by their standard deviation instead of sqrt(variance + 1e-5), which is
+    far from float32 rounding wherever the variance is small (SOLOv2's heads: scores moved by ~1e-2). The
+    nodes are matched to the group_norm ops in program order, checked by group count.
+    """
+    pairs = _paired(model, "InstanceNormalization", program, "group_norm")
+    sizes = _constant_sizes(model)
+    for node, op in pairs:
+        groups = sizes.get(node.input[1])  # its scale: one value per group
+        if groups != op["groups"]:
+            raise ModeNotAvailableError(f"InstanceNormalization {node.name} normalises {groups} groups, the "
+                                        f"Paddle graph's group_norm {op['groups']}.")
+        _set_attribute(node, "epsilon", float(op["epsilon"]))
+    return bool(pairs)
 
 
 def unmapped_ops(model_file: Path) -> List[str]:

@@ -50,9 +50,6 @@ class SOLOv2(nn.Layer):
                                       arch.pre_nms_top_n, arch.post_nms_top_n, arch.nms_kernel,
                                       arch.nms_sigma)
         self.draw_threshold = arch.draw_threshold
-        # why Export.format=onnx refuses this model (engine.deployment.exporter): the file converts and
-        # runs, but its scores and masks differ from Paddle Inference's (scores by ~1e-2, not yet traced)
-        self.onnx_unsupported = "its model.onnx does not reproduce Paddle Inference's scores and masks yet"
 
     def _outputs(self, image: paddle.Tensor, kernel_levels: Optional[Sequence[int]] = None
                  ) -> Tuple[List[paddle.Tensor], List[Optional[paddle.Tensor]], paddle.Tensor]:
