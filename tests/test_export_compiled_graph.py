@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from compiled_op_helpers import require_built
+from engine.deployment import exporter
 from engine.deployment.exporter import export_model
 from engine.deployment.inference import DeployPredictor
 from engine.errors import WeightsError
@@ -74,6 +75,22 @@ def test_export_writes_both_graphs_sharing_the_parameters(rcnn_dir):
     assert not [p.name for p in rcnn_dir.iterdir() if p.name.startswith(".")]  # no temporary folder left
     assert "instseg_roi_align" in (rcnn_dir / "inference_compiled.json").read_text()
     assert "instseg_roi_align" not in (rcnn_dir / "inference.json").read_text()
+
+
+def test_model_without_compiled_operators_is_traced_once(tmp_path, monkeypatch):
+    """SOLOv2's inference path reaches no compiled operator: the exporter writes the portable graph alone
+    and does not spend a second trace finding that out."""
+    from test_solov2 import tiny_model
+    traces = []
+    real = exporter._save_graph
+    monkeypatch.setattr(exporter, "_save_graph", lambda *a, **k: traces.append(a[1]) or real(*a, **k))
+    cfg = make_cfg(tmp_path)
+    cfg.Global.model = "SOLOv2"
+    export_model(tiny_model(), cfg, str(tmp_path / "inference"))
+    info = yaml.safe_load((tmp_path / "inference" / "inference.yml").read_text())
+    assert [g["name"] for g in info["graphs"]] == ["portable"]
+    assert traces == [tmp_path / "inference"]
+    assert not (tmp_path / "inference" / "inference_compiled.json").exists()
 
 
 @pytest.mark.parametrize("run_mode", ["paddle", "mkldnn"])

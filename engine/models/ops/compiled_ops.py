@@ -32,7 +32,7 @@ from typing import Callable, Iterator, List, Optional, Sequence
 
 import paddle
 
-from .graph_target import take_compiled_op, tracing_with_compiled_ops
+from .graph_target import ask_compiled_op, take_compiled_op, tracing_with_compiled_ops
 
 try:  # True while paddle.jit.to_static's bytecode translator (SOT) traces a function
     from paddle.base.dygraph.base import in_sot_simulation_mode
@@ -173,6 +173,7 @@ class CompiledOp:
         return self.load() is not None
 
     def _usable_in_graph(self, values: Sequence[paddle.Tensor]) -> bool:
+        ask_compiled_op(self.name)
         # tracing_with_compiled_ops first: it is False under the bytecode translator, which must not reach
         # the environment lookups of enabled()
         if not tracing_with_compiled_ops() or not self.enabled():

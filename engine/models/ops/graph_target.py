@@ -8,6 +8,8 @@ While `onnx_graph()` is active, the ops that would emit them trace an equivalent
 While `compiled_ops_graph()` is active, callers of a CompiledOp (engine.models.ops.compiled_ops) put the
 custom operator itself into the traced graph when it is built and switched on, instead of Paddle's op; the
 block yields the names of the operators the graph took, which whoever loads the graph must load first.
+`compiled_op_calls()` yields the operators any graph traced inside it asked for, taken or not: a model
+whose portable trace asked for none has no compiled graph worth tracing.
 """
 from contextlib import contextmanager
 from typing import Iterator, List, Optional
@@ -16,6 +18,7 @@ import paddle
 
 _onnx_depth = 0  # nesting depth of onnx_graph()
 _compiled_ops_taken: Optional[List[str]] = None  # inside compiled_ops_graph(): the operators traced so far
+_compiled_ops_asked: Optional[List[str]] = None  # inside compiled_op_calls(): the operators a trace asked for
 
 
 @contextmanager
@@ -60,3 +63,23 @@ def take_compiled_op(name: str) -> None:
     """Record that the graph being traced inside `compiled_ops_graph()` uses the operator `name`."""
     if _compiled_ops_taken is not None and name not in _compiled_ops_taken:
         _compiled_ops_taken.append(name)
+
+
+@contextmanager
+def compiled_op_calls() -> Iterator[List[str]]:
+    """Yields the names of the compiled operators that graphs traced inside this block asked for (whether
+    they took them or Paddle's op); engine.deployment.exporter traces a compiled graph only when there is
+    one."""
+    global _compiled_ops_asked
+    outer, _compiled_ops_asked = _compiled_ops_asked, []
+    try:
+        yield _compiled_ops_asked
+    finally:
+        _compiled_ops_asked = outer
+
+
+@paddle.jit.not_to_static
+def ask_compiled_op(name: str) -> None:
+    """Record, inside `compiled_op_calls()`, that a graph being traced reached the operator `name`."""
+    if _compiled_ops_asked is not None and name not in _compiled_ops_asked:
+        _compiled_ops_asked.append(name)
