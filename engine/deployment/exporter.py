@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from engine.data.preprocess import Preprocess
 from engine.deployment.onnx_export import ONNX_BATCH, ONNX_FILE, convert_to_onnx, require_paddle2onnx
 from engine.errors import ModeNotAvailableError, WeightsError
-from engine.models.ops.compiled_ops import find_compiled_op
+from engine.models.ops.compiled_ops import any_compiled_op_enabled, find_compiled_op
 from engine.models.ops.graph_target import compiled_ops_graph, onnx_graph
 from engine.prediction.labels import model_labels
 from engine.runtime.atomic_io import write_text
@@ -108,7 +108,10 @@ def _save_graph(model: nn.Layer, out: Path, batch: Optional[int] = None) -> str:
 def _save_compiled_graph(model: nn.Layer, out: Path) -> Optional[Dict[str, Any]]:
     """out/inference_compiled.* traced with the compiled operators that are built and switched on; its
     `graphs` entry, or None when the model's inference path uses none (then nothing is written). Traced
-    in a private temporary folder, so the portable graph's files in `out` are not touched."""
+    in a private temporary folder, so the portable graph's files in `out` are not touched. Not traced at all
+    when every compiled operator is switched off."""
+    if not any_compiled_op_enabled():
+        return None
     with tempfile.TemporaryDirectory(prefix=".compiled-trace-", dir=out) as tmp:
         with compiled_ops_graph() as taken:
             traced = _save_graph(model, Path(tmp))

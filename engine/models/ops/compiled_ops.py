@@ -246,6 +246,12 @@ class CompiledOp:
             return None
 
 
+def any_compiled_op_enabled() -> bool:
+    """False when every compiled operator is switched off (INSTSEG_NATIVE_OPS=0 or each operator's own
+    switch): then no graph can take one, and the exporter need not trace its second graph."""
+    return any(op.enabled() for op in map(find_compiled_op, DEFINED_IN) if op is not None)
+
+
 def find_compiled_op(name: str) -> Optional[CompiledOp]:
     """The CompiledOp of the operator `name` (see DEFINED_IN), None for an operator this InstSeg lacks."""
     module = DEFINED_IN.get(name)
