@@ -202,3 +202,23 @@ def test_solov2_is_refused_before_any_file(tmp_path):
     with pytest.raises(ModeNotAvailableError, match="not supported for SOLOv2 yet"):
         export_model(tiny_model(), cfg, str(tmp_path / "inference"), onnx=True)
     assert not (tmp_path / "inference").exists()
+
+
+def test_box_head_runs_on_zero_rois_in_onnx_runtime(tmp_path):
+    """An image whose RPN proposes nothing gives the box head zero pooled RoIs: its flatten must not become a
+    Reshape [0, -1], which ONNX Runtime cannot resolve for an empty tensor (it did, on a tiny ResNet101)."""
+    from engine.models.heads.bbox_head import TwoFCHead
+    paddle.seed(0)
+    head = TwoFCHead(4, out_channels=8, resolution=7)
+    head.eval()
+    spec = [paddle.static.InputSpec([None, 4, 7, 7], "float32", "rois_feat")]
+    paddle.jit.save(paddle.jit.to_static(head, input_spec=spec, full_graph=True), str(tmp_path / "inference"),
+                    input_spec=spec)
+    convert_to_onnx(tmp_path / "inference.json", tmp_path / "inference.pdiparams", tmp_path / "model.onnx")
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    for rows in (0, 3):
+        feat = np.random.default_rng(rows).normal(size=(rows, 4, 7, 7)).astype("float32")
+        got = session.run(None, {"rois_feat": feat})[0]
+        assert got.shape == (rows, 8)
+        np.testing.assert_allclose(got, head(paddle.to_tensor(feat)).numpy(), rtol=1e-5, atol=1e-5)
