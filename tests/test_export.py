@@ -363,15 +363,16 @@ def tiny_rcnn_arch():
                             freeze_norm=False, rpn_post_nms_top_n_test=50, rpn_pre_nms_top_n_test=100)
 
 
-def tiny_rcnn_with_detections(name: str):
-    """A tiny seeded R-CNN `name` whose box head favours class 0 (bias 10): every image has detections."""
+def tiny_rcnn_with_detections(name: str, class_bias: float = 10.0):
+    """A tiny seeded R-CNN `name` whose box head favours class 0 (bias `class_bias`): every image has
+    detections."""
     from engine.models.zoo import build_model
     paddle.seed(0)
     model = build_model(name, tiny_rcnn_arch(), 3)
     head = model.bbox_head
     for layer in (head.scorers if hasattr(head, "scorers") else [head.bbox_score]):
         bias = layer.bias.numpy()
-        bias[0] = 10.0
+        bias[0] = class_bias
         layer.bias.set_value(bias)
     return model
 

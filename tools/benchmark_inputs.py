@@ -42,6 +42,14 @@ def image(height: int, width: int):
     return padded
 
 
+def exported_feeds(height: int, width: int) -> Dict[str, Any]:
+    """An exported model's inputs for `image(height, width)`, already preprocessed (scale factor 1)."""
+    import numpy as np
+
+    return {"image": image(height, width), "im_shape": np.array([[height, width]], "float32"),
+            "scale_factor": np.array([[1.0, 1.0]], "float32")}
+
+
 def optimizer(model: str, parameters):
     """The optimizer of a timed training step: AdamW for Mask-RT-DETR (as its configs), else SGD."""
     import paddle

@@ -59,8 +59,8 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_inputs import (REPO, DETR_TRAIN, arch, family, image, make_weights,  # noqa: E402
-                              optimizer, ours_train_inputs, ppdet_train_inputs)
+from benchmark_inputs import (REPO, DETR_TRAIN, arch, exported_feeds, family, image,  # noqa: E402
+                              make_weights, optimizer, ours_train_inputs, ppdet_train_inputs)
 
 sys.path.insert(0, str(REPO))
 from engine.deployment.high_performance import HPIP, RUN_MODES  # noqa: E402  (no Paddle import)
@@ -198,7 +198,6 @@ def _worker_ours(args) -> Dict:
 def _worker_exported(args) -> Dict:
     """Ours, exported with engine.deployment.exporter and run by Paddle Inference
     (engine.deployment.inference.DeployPredictor)."""
-    import numpy as np
     import paddle
     from omegaconf import OmegaConf
 
@@ -221,15 +220,10 @@ def _worker_exported(args) -> Dict:
         export_model(model, cfg, os.path.join(tmp, "inference"))
         deploy = DeployPredictor(os.path.join(tmp, "inference"), device="cpu", cpu_threads=args.threads,
                                  **predictor_options(args.run_mode[0]))
-        h, w = args.size
-        feeds = {"image": image(h, w), "im_shape": np.array([[h, w]], "float32"),
-                 "scale_factor": np.array([[1.0, 1.0]], "float32")}
-        outputs = deploy.predictor.get_output_names()
+        feeds = exported_feeds(*args.size)
 
-        def run():  # the same preprocessed input as the other sides; outputs copied back as predict does
-            deploy._run(deploy.predictor, deploy.run_mode, feeds)
-            return {name: deploy.predictor.get_output_handle(h).copy_to_cpu()
-                    for name, h in zip(deploy.output_names, outputs)}
+        def run():  # the same preprocessed input as the other sides
+            return run_exported(deploy, feeds)
 
         ran = deploy.run_info()
         if args.graphs[0] == "compiled" and ran["graph"] != "compiled":
@@ -239,6 +233,15 @@ def _worker_exported(args) -> Dict:
         result["detections"] = int(run()["bbox_num"].sum())
         result["fallback"] = deploy._fallback is not None  # a batch oneDNN could not run
     return result
+
+
+def run_exported(deploy, feeds: Dict) -> Dict:
+    """One Paddle Inference run of a DeployPredictor on preprocessed `feeds`, its outputs copied back by
+    name as predict does."""
+    deploy._run(deploy.predictor, deploy.run_mode, feeds)
+    handles = deploy.predictor.get_output_names()
+    return {name: deploy.predictor.get_output_handle(h).copy_to_cpu()
+            for name, h in zip(deploy.output_names, handles)}
 
 
 def _exported_sides(args) -> List[Tuple[str, str, str]]:

@@ -8,7 +8,7 @@ outputs, see engine.deployment.onnx_export), named in inference.yml as `onnx_fil
 Two graphs of the same model when it uses compiled CPU operators (engine.models.ops.compiled_ops) and they
 are built here: `inference.json`, the portable graph with Paddle's own ops (roi_align, grid_sample), and
 `inference_compiled.json`, traced with the compiled operators inside (graph_target.compiled_ops_graph) only
-when the portable trace reached one (graph_target.compiled_op_calls), which
+when the portable trace reached one that is switched on (graph_target.compiled_op_calls), which
 Paddle Inference runs once the operators' library is loaded in the process. Both read the same
 `inference.pdiparams` (a second parameter file is written only if Paddle saved different bytes).
 inference.yml's `graphs` lists them in order of preference with the operators each needs (name -> source
@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 from engine.data.preprocess import Preprocess
 from engine.deployment.onnx_export import ONNX_BATCH, ONNX_FILE, convert_to_onnx, require_paddle2onnx
 from engine.errors import WeightsError
-from engine.models.ops.compiled_ops import find_compiled_op
+from engine.models.ops.compiled_ops import any_compiled_op_enabled, find_compiled_op
 from engine.models.ops.graph_target import compiled_op_calls, compiled_ops_graph, onnx_graph
 from engine.prediction.labels import model_labels
 from engine.runtime.atomic_io import write_text
@@ -158,7 +158,8 @@ def export_model(model: nn.Layer, cfg: DictConfig, out_dir: str,
              "pdiparams": str(out / PARAMS_FILE)}
     if (out / "inference.pdiparams.info").is_file():
         files["pdiparams.info"] = str(out / "inference.pdiparams.info")
-    compiled = _save_compiled_graph(model, out) if asked else None  # no compiled op on the model's path
+    # no second trace when the model's path reaches no compiled operator, or only switched-off ones
+    compiled = _save_compiled_graph(model, out) if any_compiled_op_enabled(asked) else None
     portable = {"name": "portable", "model_file": model_file, "params_file": PARAMS_FILE, "compiled_ops": {}}
     info["graphs"] = [compiled, portable] if compiled else [portable]
     if compiled:

@@ -47,6 +47,7 @@ class TwoFCHead(nn.Layer):
     def __init__(self, in_channels: int, out_channels: int = 1024, resolution: int = 7) -> None:
         super().__init__()
         fan = in_channels * resolution * resolution
+        self.in_features = fan
         self.out_channels = out_channels
         self.fc6 = nn.Linear(fan, out_channels,
                              weight_attr=paddle.ParamAttr(initializer=XavierUniform(fan_out=fan)))
@@ -55,7 +56,9 @@ class TwoFCHead(nn.Layer):
 
     def forward(self, rois_feat: paddle.Tensor) -> paddle.Tensor:
         """float32 [R, C, S, S] -> float32 [R, out_channels]."""
-        return F.relu(self.fc7(F.relu(self.fc6(rois_feat.flatten(start_axis=1)))))
+        # reshape to the static width, not flatten: ONNX's Reshape cannot infer [0, -1] for zero RoIs
+        flat = rois_feat.reshape([-1, self.in_features])
+        return F.relu(self.fc7(F.relu(self.fc6(flat))))
 
 
 class BBoxHead(nn.Layer):
@@ -81,6 +84,7 @@ class BBoxHead(nn.Layer):
         self.sampling = sampling
         self.with_pool = with_pool
         self.box_weights = tuple(box_weights)
+        self.in_channels = in_channels
         self.bbox_score = linear(in_channels, num_classes + 1, 0.01)
         self.bbox_delta = linear(in_channels, 4 * num_classes, 0.001)
 
@@ -88,7 +92,9 @@ class BBoxHead(nn.Layer):
                 rois_num: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
         """(scores [R, C + 1] logits, deltas [R, 4C], head_feat) for rois [R, 4] grouped by rois_num."""
         head_feat = self.head(self.roi_align(feats, rois, rois_num))
-        feat = F.adaptive_avg_pool2d(head_feat, 1).flatten(start_axis=1) if self.with_pool else head_feat
+        feat = head_feat
+        if self.with_pool:  # reshape, not flatten: see TwoFCHead.forward
+            feat = F.adaptive_avg_pool2d(head_feat, 1).reshape([-1, self.in_channels])
         return self.bbox_score(feat), self.bbox_delta(feat), head_feat
 
     def loss(self, feats: Sequence[paddle.Tensor], rois: paddle.Tensor, rois_num: paddle.Tensor,

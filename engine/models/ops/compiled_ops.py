@@ -28,7 +28,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import paddle
 
@@ -245,6 +245,12 @@ class CompiledOp:
         except Exception as exc:  # a stale or truncated library: build it again
             logger.debug("Rebuilding %s: %s", library, exc)
             return None
+
+
+def any_compiled_op_enabled(names: Iterable[str]) -> bool:
+    """Whether any of the operators `names` is switched on (not by INSTSEG_NATIVE_OPS=0 or its own switch
+    turned off); the exporter traces its second graph only then."""
+    return any(op.enabled() for op in map(find_compiled_op, names) if op is not None)
 
 
 def find_compiled_op(name: str) -> Optional[CompiledOp]:
