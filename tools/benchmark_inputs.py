@@ -10,7 +10,7 @@ Training batches per family:
 """
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 DETR_TRAIN = (2, 320)  # (images, px) of tools/ppdet_detr_parity.loss_batch
@@ -48,6 +48,31 @@ def exported_feeds(height: int, width: int) -> Dict[str, Any]:
 
     return {"image": image(height, width), "im_shape": np.array([[height, width]], "float32"),
             "scale_factor": np.array([[1.0, 1.0]], "float32")}
+
+
+def export_with_weights(model: str, weights: str, keep_top_k: int, out_dir: str, onnx: bool = False,
+                        adjust: Optional[Callable[[Any], None]] = None) -> None:
+    """`model` (80 classes, `keep_top_k` detections) with the weights of `make_weights`, exported by
+    engine.deployment.exporter into `out_dir` (with model.onnx when `onnx`); `adjust(model)` runs first."""
+    import paddle
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, str(REPO))
+    from engine.config.schema import InstSegConfig
+    from engine.deployment.exporter import export_model
+    from engine.models.zoo import build_model
+
+    paddle.set_device("cpu")
+    net = build_model(model, arch(model, keep_top_k), 80)
+    net.set_state_dict(paddle.load(weights))
+    net.eval()
+    if adjust is not None:
+        adjust(net)
+    cfg = OmegaConf.structured(InstSegConfig)
+    cfg.Global.model = model
+    cfg.Train.num_classes = 80
+    cfg.Global.dataset_dir = cfg.Global.output = str(Path(out_dir).parent)  # no annotations: generic labels
+    export_model(net, cfg, out_dir, onnx=onnx)
 
 
 def optimizer(model: str, parameters):

@@ -59,8 +59,9 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_inputs import (REPO, DETR_TRAIN, arch, exported_feeds, family, image,  # noqa: E402
-                              make_weights, optimizer, ours_train_inputs, ppdet_train_inputs)
+from benchmark_inputs import (REPO, DETR_TRAIN, arch, exported_feeds, export_with_weights,  # noqa: E402
+                              family, image, make_weights, optimizer, ours_train_inputs,
+                              ppdet_train_inputs)
 
 sys.path.insert(0, str(REPO))
 from engine.deployment.high_performance import HPIP, RUN_MODES  # noqa: E402  (no Paddle import)
@@ -198,26 +199,12 @@ def _worker_ours(args) -> Dict:
 def _worker_exported(args) -> Dict:
     """Ours, exported with engine.deployment.exporter and run by Paddle Inference
     (engine.deployment.inference.DeployPredictor)."""
-    import paddle
-    from omegaconf import OmegaConf
-
     sys.path.insert(0, str(REPO))
-    from engine.config.schema import InstSegConfig
-    from engine.deployment.exporter import export_model
     from engine.deployment.high_performance import predictor_options
     from engine.deployment.inference import DeployPredictor
-    from engine.models.zoo import build_model
 
-    paddle.set_device("cpu")
-    model = build_model(args.model, arch(args.model, args.keep_top_k), 80)
-    model.set_state_dict(paddle.load(args.weights))
-    model.eval()
-    cfg = OmegaConf.structured(InstSegConfig)
-    cfg.Global.model = args.model
-    cfg.Train.num_classes = 80
     with tempfile.TemporaryDirectory() as tmp:
-        cfg.Global.dataset_dir = cfg.Global.output = tmp  # no annotations: generic label names
-        export_model(model, cfg, os.path.join(tmp, "inference"))
+        export_with_weights(args.model, args.weights, args.keep_top_k, os.path.join(tmp, "inference"))
         deploy = DeployPredictor(os.path.join(tmp, "inference"), device="cpu", cpu_threads=args.threads,
                                  **predictor_options(args.run_mode[0]))
         feeds = exported_feeds(*args.size)

@@ -31,7 +31,7 @@ from typing import Dict
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_inputs import REPO, arch, exported_feeds, make_weights  # noqa: E402
+from benchmark_inputs import REPO, export_with_weights, exported_feeds, make_weights  # noqa: E402
 from benchmark_models import _time, run_exported  # noqa: E402
 
 sys.path.insert(0, str(REPO))
@@ -41,26 +41,11 @@ OUTPUTS = ["bbox", "bbox_num", "mask"]
 MASK_LOGIT_GAIN = 100.0
 
 
-def _export(args, model_dir: Path, weights: str) -> None:
-    """The model with the forced weights, exported to `model_dir` with model.onnx (80 classes)."""
-    import paddle
-    from omegaconf import OmegaConf
-
-    from engine.config.schema import InstSegConfig
-    from engine.deployment.exporter import export_model
-    from engine.models.zoo import build_model
-
-    paddle.set_device("cpu")
-    model = build_model(args.model, arch(args.model, args.detections), 80)
-    model.set_state_dict(paddle.load(weights))
+def _scale_mask_logits(model) -> None:
+    """Random mask logits sit near 0: scaled, so a mask pixel is not a coin flip on float32 rounding."""
     logits = getattr(getattr(model, "mask_head", None), "mask_fcn_logits", None)
-    if logits is not None:  # random mask logits sit near 0: scaled, so a mask pixel is not a coin flip on
-        logits.weight.set_value(logits.weight.numpy() * MASK_LOGIT_GAIN)  # float32 rounding
-    cfg = OmegaConf.structured(InstSegConfig)
-    cfg.Global.model = args.model
-    cfg.Train.num_classes = 80
-    cfg.Global.dataset_dir = cfg.Global.output = str(model_dir.parent)  # no annotations: generic labels
-    export_model(model, cfg, str(model_dir), onnx=True)
+    if logits is not None:
+        logits.weight.set_value(logits.weight.numpy() * MASK_LOGIT_GAIN)
 
 
 def _worker(args) -> Dict:
@@ -156,7 +141,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         weights, model_dir = os.path.join(tmp, "weights.pdparams"), Path(tmp) / "inference"
         make_weights(args.model, weights, detections=args.detections > 0)
-        _export(args, model_dir, weights)
+        export_with_weights(args.model, weights, args.detections, str(model_dir), onnx=True,
+                            adjust=_scale_mask_logits)
         best: Dict[str, float] = {}
         info: Dict[str, Dict] = {}
         for _ in range(args.rounds):
