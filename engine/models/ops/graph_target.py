@@ -12,13 +12,11 @@ block yields the names of the operators the graph took, which whoever loads the 
 whose portable trace asked for none has no compiled graph worth tracing.
 """
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import ContextManager, Iterator, List, Optional
 
 import paddle
 
 _onnx_depth = 0  # nesting depth of onnx_graph()
-_compiled_ops_taken: Optional[List[str]] = None  # inside compiled_ops_graph(): the operators traced so far
-_compiled_ops_asked: Optional[List[str]] = None  # inside compiled_op_calls(): the operators a trace asked for
 
 
 @contextmanager
@@ -40,46 +38,55 @@ def tracing_for_onnx() -> bool:
     return _onnx_depth > 0 and not paddle.in_dynamic_mode()
 
 
-@contextmanager
-def compiled_ops_graph() -> Iterator[List[str]]:
+class _OpNames:
+    """Names of compiled operators recorded while a `collect()` block is open (None outside one)."""
+
+    def __init__(self) -> None:
+        self.names: Optional[List[str]] = None
+
+    @contextmanager
+    def collect(self) -> Iterator[List[str]]:
+        outer, self.names = self.names, []
+        try:
+            yield self.names
+        finally:
+            self.names = outer
+
+    def add(self, name: str) -> None:
+        if self.names is not None and name not in self.names:
+            self.names.append(name)
+
+
+_taken = _OpNames()  # inside compiled_ops_graph(): the operators the traced graph uses
+_asked = _OpNames()  # inside compiled_op_calls(): the operators traced graphs reached, taken or not
+
+
+def compiled_ops_graph() -> ContextManager[List[str]]:
     """Trace for Paddle Inference with the compiled CPU operators inside this block
     (engine.deployment.exporter); yields the list of the operators' names the traced graph uses."""
-    global _compiled_ops_taken
-    outer, _compiled_ops_taken = _compiled_ops_taken, []
-    try:
-        yield _compiled_ops_taken
-    finally:
-        _compiled_ops_taken = outer
+    return _taken.collect()
 
 
 @paddle.jit.not_to_static  # read at trace time, never frozen into a converted copy (see tracing_for_onnx)
 def tracing_with_compiled_ops() -> bool:
     """True while a static graph is being traced inside `compiled_ops_graph()`."""
-    return _compiled_ops_taken is not None and not paddle.in_dynamic_mode()
+    return _taken.names is not None and not paddle.in_dynamic_mode()
 
 
 @paddle.jit.not_to_static
 def take_compiled_op(name: str) -> None:
     """Record that the graph being traced inside `compiled_ops_graph()` uses the operator `name`."""
-    if _compiled_ops_taken is not None and name not in _compiled_ops_taken:
-        _compiled_ops_taken.append(name)
+    _taken.add(name)
 
 
-@contextmanager
-def compiled_op_calls() -> Iterator[List[str]]:
+def compiled_op_calls() -> ContextManager[List[str]]:
     """Yields the names of the compiled operators that graphs traced inside this block asked for (whether
     they took them or Paddle's op); engine.deployment.exporter traces a compiled graph only when there is
     one."""
-    global _compiled_ops_asked
-    outer, _compiled_ops_asked = _compiled_ops_asked, []
-    try:
-        yield _compiled_ops_asked
-    finally:
-        _compiled_ops_asked = outer
+    return _asked.collect()
 
 
 @paddle.jit.not_to_static
 def ask_compiled_op(name: str) -> None:
     """Record, inside `compiled_op_calls()`, that a graph being traced reached the operator `name`."""
-    if _compiled_ops_asked is not None and name not in _compiled_ops_asked:
-        _compiled_ops_asked.append(name)
+    _asked.add(name)
